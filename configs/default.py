@@ -1,0 +1,60 @@
+"""Every config field with its default. Variant configs import this and override a few fields.
+
+Select a config with ``--config=configs/X.py`` (``:ARG`` passes ARG to ``get_config``) and
+override any field from the command line, e.g. ``--config.train.epochs=5``.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The defaults; ``arg`` is accepted for symmetry with the variants and must be empty."""
+  if arg:
+    raise ValueError(f"configs/default.py takes no argument, got {arg!r}")
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # model init, batch order, split draw; the same seed gives the same results
+  c.cache_dir = ""  # where trained models are cached; "" means <workdir>/cache
+  c.verbose = True  # progress lines on stderr
+
+  # ---- data (METHODS §1)
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "fashion_mnist"  # fashion_mnist, mnist (IDX folder) or any TFDS image dataset
+  c.data.source = ""  # "idx" or "tfds"; "" picks the dataset's usual source
+  c.data.dir = "/usr/share/datasets/fashion-mnist"  # IDX folder (Debian dataset-fashion-mnist)
+  c.data.tfds_dir = ""  # TFDS data_dir ("" = TFDS default, ~/tensorflow_datasets)
+  c.data.manual_dir = ""  # folder holding the genuine archive for an offline TFDS build
+  c.data.train_subset = 0  # >0: a class-balanced subset of D_train of this size (CPU runs)
+  c.data.subset_seed = 0  # seed of that subset (fixed, so all seeds share one data pool)
+  c.data.scenario = "subclass"  # subclass (TMU), instance (L2UL) or class
+  c.data.forget_class = 6  # c: the class D_f is drawn from (subclass / class scenarios)
+  c.data.forget_size = 100  # |D_f| (subclass), k (instance); ignored for class
+  c.data.holdout_fraction = 0.2  # share of every class kept out of training (pool P)
+
+  # ---- model (METHODS §1 architectures)
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "resnet18"  # see tmu_jax.models.available()
+  c.model.kwargs = ml_collections.ConfigDict()  # extra constructor arguments (e.g. width)
+
+  # ---- training recipe of M_o, M_g and the curriculum model (TMU paper §5.1)
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 30  # CIFAR: the TMU paper's recipe; lr ÷10 at 50% and 75%
+  c.train.batch_size = 128
+  c.train.optimizer = "sgd"  # sgd or adam
+  c.train.lr = 0.01
+  c.train.momentum = 0.9
+  c.train.weight_decay = 5e-4  # coupled, PyTorch style (added to the gradient)
+  c.train.schedule = "step"  # step (÷10 at 50%, 75%), constant or cosine
+  c.train.augment = True  # random crop (pad 4) + horizontal flip, on device in the step
+  c.train.flip = True  # horizontal flip as part of augmentation
+  c.train.save_every_epochs = 1  # checkpoint period; training resumes from the last one
+  c.train.eval_batch_size = 1024
+
+  # ---- multi-device (batch-sharded data parallel over all local devices)
+  c.num_devices = 1  # 0 = all local devices; batch_size must divide evenly
+
+  # ---- experiment
+  c.experiment = ml_collections.ConfigDict()
+  c.experiment.forget_classes = ()  # () = just data.forget_class; else a sweep over classes
+  c.experiment.seeds = ()  # () = just seed; else one run per seed (mean ± std in the report)
+  c.experiment.methods = ()  # unlearning methods to run beside original and gold
+  return c

@@ -1,0 +1,27 @@
+"""Embedded default: real Fashion-MNIST (Debian's dataset-fashion-mnist), minutes on 2 CPU cores.
+
+An MLP 784-512-256-10 without weight decay memorizes its forget set (FINDINGS.md): M_o is right
+on D_f while the gold model M_g is not, which is what there is to unlearn. Arguments:
+``smoke`` shrinks everything for a quick check.
+"""
+
+from configs import default
+
+
+def get_config(arg: str | None = None):
+  c = default.get_config()
+  c.data.name = "fashion_mnist"
+  c.data.forget_class = 6  # shirt: the class the gold model gets wrong most often
+  c.model.name = "mlp"
+  c.train.epochs = 60
+  c.train.lr = 0.05
+  c.train.weight_decay = 0.0  # weight decay prevents memorization of D_f (ENVIRONMENT.md)
+  c.train.augment = False  # likewise: the papers' M_o has memorized D_f
+  c.train.eval_batch_size = 2048
+  if arg == "smoke":
+    c.data.train_subset = 3000
+    c.data.forget_size = 20
+    c.train.epochs = 2
+  elif arg:
+    raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke")
+  return c

@@ -1,0 +1,228 @@
+"""Runs the protocol: data and splits, cached M_o and M_g, methods, metrics (METHODS §1, §5)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tmu_jax import checkpoints, data as data_lib, engine, metrics, validate
+from tmu_jax.models import get_model
+
+
+@dataclasses.dataclass
+class Problem:
+  """One run's data on device: the whole training split plus the split's index arrays."""
+  dataset: data_lib.Dataset
+  split: data_lib.Split
+  forget_class: int
+  seed: int
+  x_train: jax.Array  # uint8[N, H, W, C]
+  y_train: jax.Array  # int32[N]
+  x_test: jax.Array
+  y_test: jax.Array
+
+  @property
+  def num_classes(self) -> int:
+    return self.dataset.num_classes
+
+  @property
+  def image_shape(self) -> tuple[int, ...]:
+    return tuple(self.dataset.train_images.shape[1:])
+
+  def take(self, index: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """(images, labels) of training-split rows ``index``, on device."""
+    index = jnp.asarray(index)
+    return jnp.take(self.x_train, index, axis=0), jnp.take(self.y_train, index, axis=0)
+
+  def stream(self, index: np.ndarray, batch_size: int, **extra) -> engine.Stream:
+    """A training Stream over rows ``index`` (extra per-example arrays added as fields)."""
+    images, labels = self.take(index)
+    return engine.Stream(dict(image=images, label=labels, **extra), batch_size)
+
+  @property
+  def train_portion(self) -> np.ndarray:
+    """T = D_r ∪ D_f: what M_o trains on."""
+    return np.sort(np.concatenate([self.split.retain, self.split.forget]))
+
+
+def load_data(config) -> data_lib.Dataset:
+  """Loads the configured dataset and checks the data-dependent fields."""
+  dataset = data_lib.load(config.data)
+  validate.check_against_data(config, dataset.num_classes, dataset.train_labels)
+  return dataset
+
+
+def make_problem(config, dataset: data_lib.Dataset, forget_class: int, seed: int) -> Problem:
+  split = data_lib.make_split(dataset.train_labels, dataset.num_classes,
+                              scenario=config.data.scenario, forget_class=forget_class,
+                              forget_size=config.data.forget_size,
+                              holdout_fraction=config.data.holdout_fraction, seed=seed)
+  put = jax.device_put
+  return Problem(dataset, split, forget_class, seed, put(dataset.train_images),
+                 put(dataset.train_labels), put(dataset.test_images), put(dataset.test_labels))
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def build_model(config, problem: Problem):
+  return get_model(config.model.name, problem.num_classes, problem.dataset.mean,
+                   problem.dataset.std, **config.model.kwargs.to_dict())
+
+
+def mesh_for(config):
+  n = config.num_devices if config.num_devices else len(jax.devices())
+  return engine.make_mesh(n) if n > 1 else None
+
+
+def train_spec(config, problem: Problem) -> engine.StepSpec:
+  flip = config.train.flip and data_lib.DATASETS.get(problem.dataset.name, {}).get("flip", True)
+  return engine.StepSpec(augment=config.train.augment, flip=flip,
+                         num_classes=problem.num_classes, mesh=mesh_for(config))
+
+
+def cache_dir(config, workdir: str) -> str:
+  return os.path.abspath(config.cache_dir or os.path.join(workdir, "cache"))
+
+
+def model_key(config, problem: Problem, role: str, index: np.ndarray, seed: int) -> str:
+  """Cache key of a model trained from scratch on ``index`` with the config's recipe."""
+  return checkpoints.cache_key(dict(
+      role=role, dataset=problem.dataset.name, subset=(config.data.train_subset,
+                                                       config.data.subset_seed),
+      arch=config.model.name, kwargs=config.model.kwargs.to_dict(),
+      recipe=config.train.to_dict(), seed=seed,
+      index=checkpoints.cache_key(dict(i=np.asarray(index).tolist()))))
+
+
+def train_from_scratch(config, workdir: str, problem: Problem, role: str, index: np.ndarray,
+                       *, epochs: int | None = None, seed_offset: int = 0
+                       ) -> tuple[engine.TrainState, dict]:
+  """Trains a fresh model on rows ``index`` with the config's recipe, or loads it from cache.
+
+  Returns (state, info) where info has ``time_s`` (training time, 0 when cached) and
+  ``cached``. An interrupted training resumes from its last checkpoint.
+  """
+  epochs = epochs or config.train.epochs
+  seed = problem.seed + seed_offset
+  key = model_key(config, problem, role, index, seed) + f"-e{epochs}"
+  model = build_model(config, problem)
+  stream = problem.stream(index, config.train.batch_size)
+  total = epochs * engine.steps_per_epoch((stream,))
+  tx = engine.make_optimizer(config.train.optimizer, config.train.lr,
+                             momentum=config.train.momentum,
+                             weight_decay=config.train.weight_decay,
+                             schedule=config.train.schedule, total_steps=total)
+  init_key, data_key = jax.random.split(jax.random.key(seed))
+  state = engine.create_train_state(init_key, model, problem.image_shape, tx)
+  ckpt = checkpoints.Checkpointer(os.path.join(cache_dir(config, workdir), f"{role}-{key}"))
+  try:
+    if ckpt.is_done():
+      state = ckpt.restore(state)
+      return state, dict(ckpt.done_metadata(), cached=True)
+    state, info = engine.fit(state, stream, epochs=epochs, key=data_key,
+                             spec=train_spec(config, problem), checkpointer=ckpt,
+                             save_every_epochs=config.train.save_every_epochs, name=role,
+                             verbose=config.verbose)
+    meta = dict(time_s=info["seconds"], steps=info["steps"], final_loss=info.get("loss"))
+    ckpt.mark_done(meta)
+    return state, dict(meta, cached=False)
+  finally:
+    ckpt.close()
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def model_outputs(config, state: engine.TrainState, images: jax.Array) -> jax.Array:
+  logits, _ = engine.predict(state.apply_fn, state.variables, images,
+                             config.train.eval_batch_size)
+  return logits
+
+
+def evaluate_model(config, problem: Problem, state: engine.TrainState,
+                   gold: dict | None = None) -> dict[str, Any]:
+  """Accuracies on D_test, D_r, D_f (percent) and, given gold outputs, the alignment metrics."""
+  x_f, y_f = problem.take(problem.split.forget)
+  x_r, y_r = problem.take(problem.split.retain)
+  logits_f = model_outputs(config, state, x_f)
+  out = dict(
+      acc_test=metrics.accuracy(model_outputs(config, state, problem.x_test), problem.y_test),
+      acc_retain=metrics.accuracy(model_outputs(config, state, x_r), y_r),
+      acc_forget=metrics.accuracy(logits_f, y_f),
+  )
+  out["_logits_forget"] = logits_f
+  if gold is not None:
+    out["gap"] = metrics.gap(out["acc_forget"], gold["acc_forget"])
+    out["agreement"] = metrics.agreement(metrics.correct(logits_f, y_f),
+                                         metrics.correct(gold["_logits_forget"], y_f))
+    out["act_dist_l2"] = metrics.activation_distance(logits_f, gold["_logits_forget"], ord=2)
+    out["act_dist_l1"] = metrics.activation_distance(logits_f, gold["_logits_forget"], ord=1)
+  return out
+
+
+def public(m: dict) -> dict:
+  """Metrics without the private (underscore) arrays, as JSON-able floats."""
+  return {k: (float(v) if isinstance(v, (float, np.floating, int)) else v)
+          for k, v in m.items() if not k.startswith("_")}
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def run_one(config, workdir: str, dataset: data_lib.Dataset, forget_class: int, seed: int
+            ) -> dict[str, Any]:
+  """One (forget class, seed) run: M_o, M_g, their metrics; the run dict of results.json."""
+  problem = make_problem(config, dataset, forget_class, seed)
+  timing = {}
+  original, info_o = train_from_scratch(config, workdir, problem, "original",
+                                        problem.train_portion)
+  gold_state, info_g = train_from_scratch(config, workdir, problem, "gold",
+                                          problem.split.retain)
+  timing["original_train_s"] = info_o["time_s"] if not info_o["cached"] else 0.0
+  timing["gold_train_s"] = info_g["time_s"] if not info_g["cached"] else 0.0
+  gold = evaluate_model(config, problem, gold_state)
+  orig = evaluate_model(config, problem, original, gold)
+  gold["time_s"], orig["time_s"] = info_g["time_s"], info_o["time_s"]
+  gold["cached"], orig["cached"] = info_g["cached"], info_o["cached"]
+  run = dict(dataset=dataset.name, arch=config.model.name, scenario=config.data.scenario,
+             forget_class=forget_class, forget_size=int(len(problem.split.forget)), seed=seed,
+             gold=public(gold), original=public(orig), methods={}, timing=timing,
+             split_file=save_split(workdir, problem))
+  return run
+
+
+def save_split(workdir: str, problem: Problem) -> str:
+  """Writes the split's index arrays beside the results; returns the relative path."""
+  rel = os.path.join("splits", f"{problem.dataset.name}-c{problem.forget_class}-s{problem.seed}"
+                     ".npz")
+  os.makedirs(os.path.join(workdir, "splits"), exist_ok=True)
+  np.savez_compressed(os.path.join(workdir, rel), **problem.split._asdict())
+  return rel
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  """The whole experiment of ``config``: every (class, seed) run, then results and report."""
+  from tmu_jax import report  # pylint: disable=import-outside-toplevel
+
+  workdir = validate.check_workdir(workdir)
+  validate.check_config(config)
+  t0 = time.perf_counter()
+  dataset = load_data(config)
+  classes = list(config.experiment.forget_classes) or [config.data.forget_class]
+  seeds = list(config.experiment.seeds) or [config.seed]
+  runs = []
+  for seed in seeds:
+    for cls in classes:
+      runs.append(run_one(config, workdir, dataset, cls, seed))
+      results = dict(config=json.loads(config.to_json_best_effort()), runs=runs,
+                     timing=dict(total_s=time.perf_counter() - t0))
+      report.write(workdir, results)  # after every run: nothing is lost on interruption
+  return results
