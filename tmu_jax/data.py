@@ -105,11 +105,11 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
   """Loads a prepared TFDS image-classification dataset (train and test splits)."""
   import tensorflow_datasets as tfds  # imported lazily: slow, and only this path needs it
 
-  sources = tfds.data_source(name, data_dir=data_dir or None)
+  source = lambda split: tfds.data_source(name, split=split, data_dir=data_dir or None)
   builder = tfds.builder(name, data_dir=data_dir or None)
   num_classes = builder.info.features["label"].num_classes
-  x_train, y_train = _tfds_split(sources["train"])
-  x_test, y_test = _tfds_split(sources["test"])
+  x_train, y_train = _tfds_split(source("train"))
+  x_test, y_test = _tfds_split(source("test"))
   info = DATASETS.get(name)
   if info is None:  # any other TFDS image dataset: statistics from its training split
     scaled = x_train.astype(np.float32) / 255.0
@@ -176,7 +176,10 @@ def make_split(labels: np.ndarray, num_classes: int, *, scenario: str, forget_cl
   """
   if scenario not in SCENARIOS:
     raise ValueError(f"scenario {scenario!r} is not one of {SCENARIOS}")
-  rng = np.random.default_rng([seed, SCENARIOS.index(scenario), forget_class, forget_size])
+  if scenario != "instance" and not 0 <= forget_class < num_classes:
+    raise ValueError(f"forget_class {forget_class} out of range [0, {num_classes - 1}]")
+  rng = np.random.default_rng([seed, SCENARIOS.index(scenario), max(forget_class, 0),
+                               max(forget_size, 0)])
   # The holdout pool depends on the seed only, so every scenario of one seed shares M_o.
   pool_rng = np.random.default_rng([seed, 7919])
   holdout = []
@@ -188,8 +191,6 @@ def make_split(labels: np.ndarray, num_classes: int, *, scenario: str, forget_cl
   if scenario == "instance":
     candidates = portion
   else:
-    if not 0 <= forget_class < num_classes:
-      raise ValueError(f"forget_class {forget_class} out of range [0, {num_classes - 1}]")
     candidates = portion[labels[portion] == forget_class]
   if scenario == "class":
     forget = candidates

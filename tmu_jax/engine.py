@@ -280,22 +280,26 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, epochs: int,
   if spec.mesh is not None:
     data, state, aux = _replicate(spec.mesh, (data, state, aux))
   spe = steps_per_epoch(streams)
-  total = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
+  # Steps count from the state's step on entry, so fit can continue a trained state; a
+  # checkpoint holds the absolute step, so a resumed run picks up where it stopped.
+  origin = int(jax.device_get(state.step))
+  total = origin + (epochs * spe if max_steps is None else min(epochs * spe, max_steps))
   if checkpointer is not None and checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
   start = int(jax.device_get(state.step))
   images_per_step = sum(s.batch_size for s in streams)
-  progress = Progress(name, total, unit="img", unit_per_step=images_per_step, verbose=verbose)
-  progress.start(start)
+  progress = Progress(name, total - origin, unit="img", unit_per_step=images_per_step,
+                      verbose=verbose)
+  progress.start(start - origin)
   metrics, stopped, t0 = None, False, time.perf_counter()
   interrupted = []
   old_handler = _install_sigterm(interrupted)
   try:
     step = start
     while step < total and not stopped:
-      epoch = step // spe
+      epoch = (step - origin) // spe
       idx, valid, _ = epoch_indices(key, streams, epoch)
-      for i in range(step - epoch * spe, spe):
+      for i in range(step - origin - epoch * spe, spe):
         if step >= total or interrupted:
           break
         state, metrics = train_step(state, data, idx, valid, jnp.int32(i), jnp.int32(epoch), key,
@@ -304,12 +308,13 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, epochs: int,
         if stop_fn is not None and step % stop_every == 0 and stop_fn(state):
           stopped = True
           break
-        progress.update(step, metrics)
+        progress.update(step - origin, metrics)
       if interrupted:
         raise KeyboardInterrupt("SIGTERM")
       if metrics is not None and not bool(metrics["finite"]):
         raise NonFiniteLoss(f"{name}: loss became {float(metrics['loss'])} at step {step}")
-      if checkpointer is not None and (step % (spe * save_every_epochs) == 0 or step >= total):
+      if checkpointer is not None and ((step - origin) % (spe * save_every_epochs) == 0
+                                       or step >= total):
         checkpointer.save(state)
   except KeyboardInterrupt:
     if checkpointer is not None:
