@@ -57,4 +57,52 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.experiment.forget_classes = ()  # () = just data.forget_class; else a sweep over classes
   c.experiment.seeds = ()  # () = just seed; else one run per seed (mean ± std in the report)
   c.experiment.methods = ()  # unlearning methods to run beside original and gold
+  c.experiment.mia_samples = 2000  # members (D_r) and non-members (D_test) for the MIA attack
+
+  # ---- unlearning methods (METHODS §4); each section is that method's config
+  c.methods = ml_collections.ConfigDict()
+  c.methods.finetune = dict(epochs=5, lr=0.02, momentum=0.9, weight_decay=5e-4,
+                            batch_size=128, retain_fraction=1.0)
+  # Gradient ascent stops at chance-level forget loss ln(K) (never looks at gold), or max_steps.
+  c.methods.neg_grad = dict(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=32,
+                            max_steps=300, stop_at_chance=True)
+  c.methods.neg_grad_plus = dict(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=128,
+                                 forget_batch_size=32, alpha=0.9, max_steps=1000,
+                                 stop_at_chance=True)
+  c.methods.random_label = dict(epochs=5, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                                batch_size=128, retain_fraction=1.0)
+  c.methods.bad_teacher = dict(epochs=1, optimizer="adam", lr=1e-4, weight_decay=0.0,
+                               batch_size=128, retain_fraction=0.3, temperature=1.0)
+  # TMU (METHODS §2). The faithful variant:
+  c.methods.tmu = dict(
+      features="nf,af,cf",  # feature subset for the label classifier (Table 4 ablation)
+      n_twins=1,  # independent twin draws (each its own D_t and M_t)
+      balanced=False,  # class-balanced BCE for the label classifier
+      threshold="half",  # half: easy iff p > 0.5; twin_rate: hard count = twin hard rate
+      twin=dict(repeat=10, epochs=5, lr=0.005, batch_size=128),  # §2.1 M_t recipe
+      nf=dict(k=5, ref_chunk=4096),  # §2.2 NF: mean of k nearest distances
+      af=dict(eps=4 / 255, steps=10),  # §2.2 AF: L∞ PGD budget and steps (step eps/4)
+      cf=dict(epochs=2, fraction=0.2),  # §2.2 CF: curriculum model epochs, share of D_r
+      clf=dict(epochs=100, lr=0.01, weight_decay=5e-4, batch_size=32),  # §2.4
+      # §2.5: random_label | neg_grad | runner_up (strong: fixed runner-up label, until flipped)
+      unlearn=dict(mechanism="random_label", epochs=5, lr=0.01, momentum=0.9,
+                   weight_decay=5e-4, batch_size=128, retain_fraction=1.0, hard_repeat=20),
+  )
+  # TMU+ : the paper's framework with the four changes of FINDINGS.md switched on.
+  c.methods.tmu_plus = tmu_variant(c.methods.tmu, n_twins=8, balanced=True,
+                                   threshold="twin_rate", mechanism="runner_up", epochs=10)
   return c
+
+
+def tmu_variant(base, base_method: str = "tmu", mechanism: str | None = None,
+                epochs: int | None = None, **overrides) -> ml_collections.ConfigDict:
+  """A copy of a TMU section with some options changed (for tmu_plus and ablations)."""
+  v = ml_collections.ConfigDict(base.to_dict())
+  v.base = base_method  # which registered function runs this section
+  for k, val in overrides.items():
+    v[k] = val
+  if mechanism is not None:
+    v.unlearn.mechanism = mechanism
+  if epochs is not None:
+    v.unlearn.epochs = epochs
+  return v

@@ -66,8 +66,12 @@ def create_train_state(key: jax.Array, model, input_shape: tuple[int, ...],
 
 
 def with_optimizer(state: TrainState, tx: optax.GradientTransformation) -> TrainState:
-  """The same weights with a fresh optimizer (step reset): how every method starts from M_o."""
-  return state.replace(step=jnp.zeros((), jnp.int32), opt_state=tx.init(state.params), tx=tx)
+  """A *copy* of the weights with a fresh optimizer (step reset): how every method starts
+  from M_o. Copying matters: the train step donates its state, which would delete M_o."""
+  params = jax.tree.map(jnp.copy, state.params)
+  return state.replace(step=jnp.zeros((), jnp.int32), params=params,
+                       batch_stats=jax.tree.map(jnp.copy, state.batch_stats),
+                       opt_state=tx.init(params), tx=tx)
 
 
 # ----------------------------------------------------------------------------- optimizers

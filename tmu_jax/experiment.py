@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import time
+import zlib
 from typing import Any
 
 import jax
@@ -147,9 +148,38 @@ def model_outputs(config, state: engine.TrainState, images: jax.Array) -> jax.Ar
   return logits
 
 
+@dataclasses.dataclass
+class Reference:
+  """What every model of a run is scored against: gold outputs and fixed MIA / ZRF sets."""
+  gold_logits_forget: jax.Array
+  gold_acc_forget: float
+  member_index: np.ndarray  # a D_r sample (MIA members)
+  nonmember_images: jax.Array  # D_test sample (MIA non-members)
+  nonmember_labels: jax.Array
+  random_logits_forget: jax.Array  # a randomly initialised net on D_f (ZRF)
+
+
+def make_reference(config, problem: Problem, gold_state: engine.TrainState) -> Reference:
+  key = jax.random.key(problem.seed + 104729)
+  k_mem, k_non, k_rand = jax.random.split(key, 3)
+  n = min(config.experiment.mia_samples, len(problem.split.retain), problem.y_test.shape[0])
+  member = np.sort(problem.split.retain[np.asarray(
+      jax.random.choice(k_mem, len(problem.split.retain), (n,), replace=False))])
+  non = jax.random.choice(k_non, problem.y_test.shape[0], (n,), replace=False)
+  x_f, y_f = problem.take(problem.split.forget)
+  random_state = engine.create_train_state(k_rand, build_model(config, problem),
+                                           problem.image_shape,
+                                           engine.make_optimizer("sgd", 0.0))
+  gold_logits = model_outputs(config, gold_state, x_f)
+  return Reference(gold_logits, metrics.accuracy(gold_logits, y_f), member,
+                   problem.x_test[non], problem.y_test[non],
+                   model_outputs(config, random_state, x_f))
+
+
 def evaluate_model(config, problem: Problem, state: engine.TrainState,
-                   gold: dict | None = None) -> dict[str, Any]:
-  """Accuracies on D_test, D_r, D_f (percent) and, given gold outputs, the alignment metrics."""
+                   ref: Reference | None = None) -> dict[str, Any]:
+  """Accuracies on D_test, D_r, D_f (percent) and, given the reference, the alignment metrics
+  of METHODS §5 (gap, agreement, activation distances, MIA, ZRF)."""
   x_f, y_f = problem.take(problem.split.forget)
   x_r, y_r = problem.take(problem.split.retain)
   logits_f = model_outputs(config, state, x_f)
@@ -158,44 +188,131 @@ def evaluate_model(config, problem: Problem, state: engine.TrainState,
       acc_retain=metrics.accuracy(model_outputs(config, state, x_r), y_r),
       acc_forget=metrics.accuracy(logits_f, y_f),
   )
-  out["_logits_forget"] = logits_f
-  if gold is not None:
-    out["gap"] = metrics.gap(out["acc_forget"], gold["acc_forget"])
-    out["agreement"] = metrics.agreement(metrics.correct(logits_f, y_f),
-                                         metrics.correct(gold["_logits_forget"], y_f))
-    out["act_dist_l2"] = metrics.activation_distance(logits_f, gold["_logits_forget"], ord=2)
-    out["act_dist_l1"] = metrics.activation_distance(logits_f, gold["_logits_forget"], ord=1)
+  if ref is None:
+    return out
+  out["gap"] = metrics.gap(out["acc_forget"], ref.gold_acc_forget)
+  out["agreement"] = metrics.agreement(metrics.correct(logits_f, y_f),
+                                       metrics.correct(ref.gold_logits_forget, y_f))
+  out["act_dist_l2"] = metrics.activation_distance(logits_f, ref.gold_logits_forget, ord=2)
+  out["act_dist_l1"] = metrics.activation_distance(logits_f, ref.gold_logits_forget, ord=1)
+  x_m, y_m = problem.take(ref.member_index)
+  loss = lambda x, y: metrics.per_sample_ce(model_outputs(config, state, x), y)
+  out["mia"] = metrics.membership_inference(loss(x_m, y_m),
+                                            loss(ref.nonmember_images, ref.nonmember_labels),
+                                            metrics.per_sample_ce(logits_f, y_f))
+  out["zrf"] = metrics.zrf(logits_f, ref.random_logits_forget)
   return out
 
 
 def public(m: dict) -> dict:
-  """Metrics without the private (underscore) arrays, as JSON-able floats."""
-  return {k: (float(v) if isinstance(v, (float, np.floating, int)) else v)
-          for k, v in m.items() if not k.startswith("_")}
+  """JSON-able metrics: floats and small lists, without private (underscore) entries."""
+  out = {}
+  for k, v in m.items():
+    if k.startswith("_"):
+      continue
+    if isinstance(v, (np.ndarray, jax.Array)):
+      v = np.asarray(v).tolist()
+    elif isinstance(v, (np.floating, np.integer)):
+      v = v.item()
+    out[k] = v
+  return out
+
+
+class CompileTimer:
+  """Sums XLA compile time inside a ``with`` block (to report it apart from run time)."""
+
+  _active: list["CompileTimer"] = []
+  _registered = False
+
+  def __init__(self):
+    self.seconds = 0.0
+
+  @classmethod
+  def _listener(cls, event: str, duration: float, **kwargs):
+    del kwargs
+    if "compile" in event and "backend_compile" in event:
+      for timer in cls._active:
+        timer.seconds += duration
+
+  def __enter__(self):
+    if not CompileTimer._registered:
+      jax.monitoring.register_event_duration_secs_listener(CompileTimer._listener)
+      CompileTimer._registered = True
+    CompileTimer._active.append(self)
+    return self
+
+  def __exit__(self, *exc):
+    CompileTimer._active.remove(self)
 
 
 # ----------------------------------------------------------------------------- runs
 
 
+def run_method(config, workdir: str, problem: Problem, original: engine.TrainState,
+               name: str, ref: Reference) -> dict[str, Any]:
+  """Runs one registered method from M_o and scores it against gold."""
+  from tmu_jax import methods  # pylint: disable=import-outside-toplevel
+
+  key = jax.random.fold_in(jax.random.key(problem.seed), zlib.crc32(name.encode()))
+  ctx = methods.Context(config=config, problem=problem, original=original, key=key,
+                        build_model=lambda: build_model(config, problem), workdir=workdir,
+                        verbose=config.verbose)
+  cfg = config.methods[name] if name in config.methods else None
+  fn = methods.get(cfg.get("base", name) if cfg is not None else name)
+  t0 = time.perf_counter()
+  with CompileTimer() as compile_timer:
+    try:
+      state, info = fn(ctx, cfg)
+      jax.block_until_ready(state.params)
+    except engine.NonFiniteLoss as e:
+      return dict(note=f"collapsed: {e}", failed=True)
+  elapsed = time.perf_counter() - t0
+  out = evaluate_model(config, problem, state, ref)
+  out["time_s"] = elapsed - compile_timer.seconds
+  out["compile_s"] = compile_timer.seconds
+  for k in ("steps", "stopped_early"):
+    if k in info:
+      out[k] = info[k]
+  if "pred_easy" in info:  # TMU: generalization-label accuracy against gold (Table 4)
+    y_f = problem.take(problem.split.forget)[1]
+    gold_correct = metrics.correct(ref.gold_logits_forget, y_f)
+    out["label_acc"] = metrics.label_accuracy(info["pred_easy"], gold_correct)
+  for k, v in info.get("report", {}).items():
+    out[k] = v
+  if "features" in info:  # TMU's feature values, for the histograms and later analysis
+    rel = os.path.join("features", f"{name}-c{problem.forget_class}-n{len(problem.split.forget)}"
+                       f"-s{problem.seed}.npz")
+    os.makedirs(os.path.join(workdir, "features"), exist_ok=True)
+    np.savez_compressed(os.path.join(workdir, rel), **{k: np.asarray(v) for k, v in
+                                                      info["features"].items()})
+    out["features_file"] = rel
+  return out
+
+
 def run_one(config, workdir: str, dataset: data_lib.Dataset, forget_class: int, seed: int
             ) -> dict[str, Any]:
-  """One (forget class, seed) run: M_o, M_g, their metrics; the run dict of results.json."""
+  """One (forget class, seed) run: M_o, M_g, every method; the run dict of results.json."""
   problem = make_problem(config, dataset, forget_class, seed)
   timing = {}
   original, info_o = train_from_scratch(config, workdir, problem, "original",
                                         problem.train_portion)
   gold_state, info_g = train_from_scratch(config, workdir, problem, "gold",
                                           problem.split.retain)
-  timing["original_train_s"] = info_o["time_s"] if not info_o["cached"] else 0.0
-  timing["gold_train_s"] = info_g["time_s"] if not info_g["cached"] else 0.0
-  gold = evaluate_model(config, problem, gold_state)
-  orig = evaluate_model(config, problem, original, gold)
+  timing["original_train_s"] = 0.0 if info_o["cached"] else info_o["time_s"]
+  timing["gold_train_s"] = 0.0 if info_g["cached"] else info_g["time_s"]
+  ref = make_reference(config, problem, gold_state)
+  gold = evaluate_model(config, problem, gold_state, ref)
+  orig = evaluate_model(config, problem, original, ref)
   gold["time_s"], orig["time_s"] = info_g["time_s"], info_o["time_s"]
   gold["cached"], orig["cached"] = info_g["cached"], info_o["cached"]
   run = dict(dataset=dataset.name, arch=config.model.name, scenario=config.data.scenario,
              forget_class=forget_class, forget_size=int(len(problem.split.forget)), seed=seed,
              gold=public(gold), original=public(orig), methods={}, timing=timing,
              split_file=save_split(workdir, problem))
+  for name in config.experiment.methods:
+    t0 = time.perf_counter()
+    run["methods"][name] = public(run_method(config, workdir, problem, original, name, ref))
+    timing[f"{name}_s"] = time.perf_counter() - t0
   return run
 
 

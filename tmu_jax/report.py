@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 COLUMNS = ("acc_test", "acc_retain", "acc_forget", "gap", "agreement", "act_dist_l2",
-           "act_dist_l1", "mia", "label_acc", "time_s")
+           "act_dist_l1", "mia", "zrf", "label_acc", "steps", "time_s")
 
 
 def _fmt(v, digits: int = 2) -> str:
@@ -74,11 +74,15 @@ def markdown(results: dict) -> str:
               run_table(r)]
     if r.get("extra_md"):
       parts.append(r["extra_md"])
+  if results.get("plots"):
+    parts += ["## Plots", "\n".join(f"![{os.path.basename(p)}]({p})" for p in results["plots"])]
   return "\n\n".join(parts) + "\n"
 
 
 def write(workdir: str, results: dict[str, Any]) -> None:
   """Writes ``results.json`` and ``report.md`` atomically into ``workdir``."""
+  from tmu_jax import plots  # pylint: disable=import-outside-toplevel
+  results["plots"] = [os.path.relpath(p, workdir) for p in plots.write_all(workdir, results)]
   _atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=1, default=float))
   _atomic(os.path.join(workdir, "report.md"), markdown(results))
 

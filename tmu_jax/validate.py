@@ -123,18 +123,38 @@ def check_config(c) -> None:
   _int(c, "train.save_every_epochs", 1)
   _int(c, "train.eval_batch_size", 1)
   _int(c, "num_devices", 0)
+  _check_methods(c)
   _check_devices(c)
+
+
+def _check_methods(c) -> None:
+  from tmu_jax import methods  # pylint: disable=import-outside-toplevel
+  names = methods.available()
+  for name in _get(c, "experiment.methods"):
+    base = c.methods[name].get("base", name) if name in c.methods else name
+    if base not in names:
+      _fail("experiment.methods", tuple(c.experiment.methods),
+            f"{name!r} is not a method; valid: {', '.join(names)}")
+    if name not in c.methods:
+      raise ConfigError(f"config section methods.{name} is missing (see configs/default.py)")
+    section = c.methods[name]
+    for key in ("epochs", "max_steps", "batch_size", "forget_batch_size"):
+      if key in section:
+        _int(c, f"methods.{name}.{key}", 1)
+    if "lr" in section:
+      _float(c, f"methods.{name}.lr", 0.0, lo_open=True)
+    for key in ("retain_fraction", "alpha", "fraction"):
+      if key in section:
+        _float(c, f"methods.{name}.{key}", 0.0, 1.0)
 
 
 def _check_tfds_name(name: str) -> None:
   if name in data_lib.DATASETS:
     return
+  import tensorflow_datasets as tfds
   try:
-    import tensorflow_datasets as tfds
-    names = tfds.list_builders()
-  except Exception:  # pylint: disable=broad-except
-    return  # cannot list: let loading report it
-  if name not in names:
+    tfds.builder_cls(name)
+  except tfds.core.registered.DatasetNotFoundError:
     _fail("data.name", name, f"expected one of {', '.join(sorted(data_lib.DATASETS))} or a "
           "TFDS dataset name")
 
