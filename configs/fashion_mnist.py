@@ -18,6 +18,8 @@ def get_config(arg: str | None = None):
   c.train.weight_decay = 0.0  # weight decay prevents memorization of D_f (ENVIRONMENT.md)
   c.train.augment = False  # likewise: the papers' M_o has memorized D_f
   c.train.eval_batch_size = 2048
+  c.experiment.methods = ("finetune", "neg_grad", "neg_grad_plus", "random_label",
+                          "bad_teacher", "tmu", "tmu_plus")
   if arg == "smoke":
     c.data.train_subset = 3000
     c.data.forget_size = 20
