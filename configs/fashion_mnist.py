@@ -24,6 +24,9 @@ def get_config(arg: str | None = None):
     c.data.train_subset = 3000
     c.data.forget_size = 20
     c.train.epochs = 2
+  elif arg == "sweep":  # all 10 classes × 3 seeds, mean ± std (docs/results/fashion_mnist.md)
+    c.experiment.forget_classes = tuple(range(10))
+    c.experiment.seeds = (0, 1, 2)
   elif arg:
-    raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke")
+    raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep")
   return c
