@@ -27,6 +27,26 @@ def get_config(arg: str | None = None):
   elif arg == "sweep":  # all 10 classes × 3 seeds, mean ± std (docs/results/fashion_mnist.md)
     c.experiment.forget_classes = tuple(range(10))
     c.experiment.seeds = (0, 1, 2)
+    c.experiment.methods = c.experiment.methods + add_ablations(c)
   elif arg:
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep")
   return c
+
+
+def add_ablations(c) -> tuple:
+  """TMU variants for the ablation tables: each TMU+ change alone, a random hard set of the
+  same size (control), and the feature subsets of TMU paper Table 4 (faithful and TMU+)."""
+  tmu = c.methods.tmu
+  variants = dict(
+      tmu_twins=default.tmu_variant(tmu, n_twins=8),
+      tmu_balanced=default.tmu_variant(tmu, balanced=True),
+      tmu_rate=default.tmu_variant(tmu, threshold="twin_rate"),
+      tmu_strong=default.tmu_variant(tmu, mechanism="runner_up", epochs=10),
+      tmu_plus_random=default.tmu_variant(c.methods.tmu_plus, threshold="random"),
+  )
+  for f in ("nf", "af", "cf"):
+    variants[f"tmu_{f}"] = default.tmu_variant(tmu, features=f)
+    variants[f"tmu_plus_{f}"] = default.tmu_variant(c.methods.tmu_plus, features=f)
+  for name, section in variants.items():
+    c.methods[name] = section
+  return tuple(variants)

@@ -19,6 +19,7 @@ resumed from a checkpoint replays exactly the same batches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import signal
 import time
@@ -89,10 +90,15 @@ def lr_schedule(lr: float, schedule: str, total_steps: int) -> optax.Schedule | 
   raise ValueError(f"unknown schedule {schedule!r}; valid: step, constant, cosine")
 
 
+@functools.lru_cache(maxsize=256)
 def make_optimizer(name: str, lr: float, *, momentum: float = 0.9, weight_decay: float = 0.0,
                    schedule: str = "constant", total_steps: int = 1
                    ) -> optax.GradientTransformation:
-  """SGD (or Adam) with PyTorch-style *coupled* weight decay: ``g + wd·θ`` before momentum."""
+  """SGD (or Adam) with PyTorch-style *coupled* weight decay: ``g + wd·θ`` before momentum.
+
+  Cached: equal arguments give the *same* transformation object, so a TrainState built with
+  it hits the jit cache of earlier runs instead of compiling the step again.
+  """
   rate = lr_schedule(lr, schedule, total_steps)
   if name == "sgd":
     base = optax.sgd(rate, momentum=momentum or None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -74,8 +75,17 @@ def make_problem(config, dataset: data_lib.Dataset, forget_class: int, seed: int
 
 
 def build_model(config, problem: Problem):
-  return get_model(config.model.name, problem.num_classes, problem.dataset.mean,
-                   problem.dataset.std, **config.model.kwargs.to_dict())
+  """The configured model; one shared object per architecture so compiled steps are reused
+  across runs (jit caches on the model's apply function)."""
+  kwargs = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                        for k, v in config.model.kwargs.to_dict().items()))
+  return _cached_model(config.model.name, problem.num_classes, tuple(problem.dataset.mean),
+                       tuple(problem.dataset.std), kwargs)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_model(name: str, num_classes: int, mean: tuple, std: tuple, kwargs: tuple):
+  return get_model(name, num_classes, mean, std, **dict(kwargs))
 
 
 def mesh_for(config):

@@ -73,8 +73,9 @@ def feature_histograms(npz_path: str, path: str) -> str | None:
   fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
   for i, ax in enumerate(axes):
     bins = np.linspace(z[:, i].min(), z[:, i].max() + 1e-6, 30)
-    ax.hist(z[easy, i], bins=bins, alpha=0.6, density=True, label=f"easy (n={easy.sum()})")
-    ax.hist(z[~easy, i], bins=bins, alpha=0.6, density=True, label=f"hard (n={(~easy).sum()})")
+    for mask, name in ((easy, "easy"), (~easy, "hard")):
+      if mask.any():
+        ax.hist(z[mask, i], bins=bins, alpha=0.6, density=True, label=f"{name} (n={mask.sum()})")
     ax.set_title(f"{FEATURE_NAMES[i]} (standardised, twin set)")
     ax.legend(fontsize=7)
   return _save(fig, path)
@@ -101,7 +102,7 @@ def write_all(workdir: str, results: dict) -> list[str]:
     out.append(forget_size_curve(subclass, os.path.join(plots, "forget_size.png")))
   for r in runs:
     for name, m in r.get("methods", {}).items():
-      if m.get("features_file"):
+      if m.get("features_file") and os.path.exists(os.path.join(workdir, m["features_file"])):
         out.append(feature_histograms(os.path.join(workdir, m["features_file"]),
                                       os.path.join(plots, f"features_{name}.png")))
         break

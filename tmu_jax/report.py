@@ -92,3 +92,35 @@ def _atomic(path: str, text: str) -> None:
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, path)
+
+
+def merge(paths: list[str], workdir: str) -> dict[str, Any]:
+  """Merges several results.json (e.g. one per seed, run on different machines) into one
+  results.json + report.md in ``workdir``; runs keep their order, timings add up."""
+  merged = None
+  for p in paths:
+    with open(p) as f:
+      r = json.load(f)
+    if merged is None:
+      merged = dict(config=r["config"], runs=[], timing=dict(total_s=0.0), sources=[])
+    for run in r["runs"]:  # keep pointers to per-run files valid from the new folder
+      for m in run.get("methods", {}).values():
+        if m.get("features_file"):
+          m["features_file"] = os.path.join(os.path.dirname(os.path.abspath(p)),
+                                            m["features_file"])
+    merged["runs"] += r["runs"]
+    merged["timing"]["total_s"] += r["timing"]["total_s"]
+    merged["sources"].append(os.path.abspath(p))
+  os.makedirs(workdir, exist_ok=True)
+  write(workdir, merged)
+  return merged
+
+
+if __name__ == "__main__":
+  import argparse
+  parser = argparse.ArgumentParser(description="Merge results.json files into one report.")
+  parser.add_argument("results", nargs="+", help="results.json files")
+  parser.add_argument("--out", required=True, help="folder for the merged results and report")
+  args = parser.parse_args()
+  out = merge(args.results, args.out)
+  print(f"merged {len(out['runs'])} runs into {args.out}/report.md")

@@ -17,6 +17,7 @@ oversampled, until it is misclassified.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -116,7 +117,7 @@ def train_label_classifier(cfg, feats: np.ndarray, easy: np.ndarray, key: jax.Ar
   if cfg.balanced and 0 < easy.sum() < len(easy):
     share = np.where(easy == 1, easy.mean(), 1 - easy.mean())
     weight = (0.5 / share).astype(np.float32)
-  model = get_model("label_mlp", 1)
+  model = _label_mlp()
   stream = engine.Stream(dict(image=jnp.asarray(feats), label=jnp.asarray(easy),
                               weight=jnp.asarray(weight)), cfg.clf.batch_size)
   tx = engine.make_optimizer("sgd", cfg.clf.lr, momentum=0.9, weight_decay=cfg.clf.weight_decay)
@@ -133,14 +134,23 @@ def easy_probability(state: engine.TrainState, feats: np.ndarray) -> np.ndarray:
   return np.asarray(jax.nn.sigmoid(logits[:, 0]))
 
 
-def predict_easy(p_easy: np.ndarray, threshold: str, twin_hard_rate: float) -> np.ndarray:
+def predict_easy(p_easy: np.ndarray, threshold: str, twin_hard_rate: float,
+                 key: jax.Array | None = None) -> np.ndarray:
   """``half``: easy iff p > 0.5 (§2.4). ``twin_rate``: the round(rate·n) lowest-p samples are
-  hard, so the predicted hard fraction matches the twin problem's hard rate."""
+  hard, so the predicted hard fraction matches the twin problem's hard rate. ``random``: that
+  many hard samples drawn at random (a control: FINDINGS.md showed the gap alone cannot tell
+  it from a real prediction; agreement and activation distance can)."""
   if threshold == "half":
     return p_easy > 0.5
   n_hard = int(round(twin_hard_rate * len(p_easy)))
+  if threshold == "twin_rate":
+    order = np.argsort(p_easy, kind="stable")
+  elif threshold == "random":
+    order = np.asarray(jax.random.permutation(key, len(p_easy)))
+  else:
+    raise ValueError(f"unknown threshold {threshold!r}; valid: half, twin_rate, random")
   pred = np.ones(len(p_easy), bool)
-  pred[np.argsort(p_easy, kind="stable")[:n_hard]] = False
+  pred[order[:n_hard]] = False
   return pred
 
 
@@ -207,16 +217,27 @@ def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
   return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def run_tmu(ctx: Context, cfg):
-  """The whole TMU pipeline; returns (M_u, info) with ``pred_easy`` and report entries."""
+_FEATURE_CACHE: dict = {}
+
+
+def twin_and_forget_features(ctx: Context, cfg) -> dict:
+  """§2.1–2.2: twin draws, their models and labels, and NF/AF/CF of D_t and D_f.
+
+  Keys derive from the problem's seed, not the method name, and the result is memoised per
+  (problem, M_o, twin/feature config): variants that differ only downstream (classifier,
+  threshold, unlearning) share the same twins, so an ablation compares like with like.
+  """
   problem = ctx.problem
-  subset = [FEATURES.index(f.strip()) for f in cfg.features.split(",")]
-  keys = jax.random.split(ctx.key, 6)
+  spec = (id(problem), id(ctx.original), cfg.n_twins, str(cfg.twin), str(cfg.nf), str(cfg.af),
+          str(cfg.cf))
+  if spec in _FEATURE_CACHE:
+    return _FEATURE_CACHE[spec]
+  if _FEATURE_CACHE and next(iter(_FEATURE_CACHE))[:2] != spec[:2]:
+    _FEATURE_CACHE.clear()  # a new problem: drop the old one's arrays
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(problem.seed), 31337), 5)
   forget, retain = problem.split.forget, problem.split.retain
   size = twin_size(len(forget), len(retain))
   labels_np = np.asarray(problem.dataset.train_labels)
-
-  # §2.1 twin problems (n_twins independent draws, each with its own M_t).
   x_twins = [draw_twin(problem, jax.random.fold_in(keys[0], j), size) for j in range(cfg.n_twins)]
   curriculum = train_curriculum(ctx, cfg, jnp.concatenate(x_twins), keys[1])
   portion = problem.train_portion
@@ -231,12 +252,23 @@ def run_tmu(ctx: Context, cfg):
     twin_easy.append(np.asarray(jnp.argmax(logits_o, -1) == y_t))  # twin gold = M_o
     twin_feats.append(sample_features(cfg, m_t, curriculum, x_t, y_t, x_rem_twin,
                                       jax.random.fold_in(keys[3], j)))
-  twin_feats = np.concatenate(twin_feats)
-  twin_easy = np.concatenate(twin_easy)
-
-  # §2.2 the same features for the original problem (x ∈ D_f, model M_o, remaining D_r).
+  # The same features for the original problem (x ∈ D_f, model M_o, remaining D_r).
   x_f, y_f = problem.take(forget)
-  orig_feats = sample_features(cfg, ctx.original, curriculum, x_f, y_f, x_rem_orig, keys[4])
+  out = dict(size=size, twin=np.concatenate(twin_feats), twin_easy=np.concatenate(twin_easy),
+             twin_acc=float(np.mean(twin_acc)),
+             forget=sample_features(cfg, ctx.original, curriculum, x_f, y_f, x_rem_orig, keys[4]))
+  _FEATURE_CACHE[spec] = out
+  return out
+
+
+def run_tmu(ctx: Context, cfg):
+  """The whole TMU pipeline; returns (M_u, info) with ``pred_easy`` and report entries."""
+  problem = ctx.problem
+  subset = [FEATURES.index(f.strip()) for f in cfg.features.split(",")]
+  keys = jax.random.split(ctx.key, 6)
+  feats = twin_and_forget_features(ctx, cfg)
+  twin_feats, twin_easy, orig_feats = feats["twin"], feats["twin_easy"], feats["forget"]
+  x_f, y_f = problem.take(problem.split.forget)
 
   # §2.3 standardise with twin statistics; §2.4 classifier; predicted easy/hard split of D_f.
   scale = F.Standardizer.fit(twin_feats)
@@ -244,7 +276,7 @@ def run_tmu(ctx: Context, cfg):
   clf = train_label_classifier(cfg, twin_z, twin_easy, keys[5], ctx.verbose)
   p_easy = easy_probability(clf, orig_z)
   twin_hard_rate = float(1.0 - twin_easy.mean())
-  pred_easy = predict_easy(p_easy, cfg.threshold, twin_hard_rate)
+  pred_easy = predict_easy(p_easy, cfg.threshold, twin_hard_rate, jax.random.fold_in(ctx.key, 7))
 
   # §2.5 aligned unlearning from M_o.
   state, info = aligned_unlearning(ctx, cfg, pred_easy, jax.random.fold_in(ctx.key, 99))
@@ -252,7 +284,7 @@ def run_tmu(ctx: Context, cfg):
   info.update(pred_easy=pred_easy, features=dict(
       twin=twin_feats, twin_easy=twin_easy, forget=orig_feats, p_easy=p_easy))
   info["report"] = dict(
-      twin_size=size, n_twins=cfg.n_twins, twin_acc_mt=float(np.mean(twin_acc)),
+      twin_size=feats["size"], n_twins=cfg.n_twins, twin_acc_mt=feats["twin_acc"],
       orig_acc_mo_df=acc_mo_df, twin_hard_rate=100.0 * twin_hard_rate,
       pred_hard=int((~pred_easy).sum()),
       twin_auc=_auc(np.asarray(easy_probability(clf, twin_z)), twin_easy.astype(bool)))
@@ -270,3 +302,8 @@ def tmu_plus(ctx: Context, cfg):
   """TMU with the FINDINGS.md options (more twins, balanced loss, twin-rate threshold,
   runner-up unlearning); same pipeline, other config defaults."""
   return run_tmu(ctx, cfg)
+
+
+@functools.lru_cache(maxsize=1)
+def _label_mlp():
+  return get_model("label_mlp", 1)  # one object, so its compiled steps are reused
