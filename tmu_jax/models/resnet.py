@@ -1,6 +1,14 @@
-"""ResNet-18 / ResNet-50 with the CIFAR stem (3x3 conv, stride 1, no max-pool) (METHODS §1)."""
+"""ResNet-18 / ResNet-50 with the CIFAR stem (METHODS §1 architectures).
+
+He et al. 2016 ("Deep Residual Learning"), laid out as the CIFAR code the unlearning papers use
+(kuangliu/pytorch-cifar): a 3x3 stride-1 stem conv and no max-pool, then four stages of width
+w, 2w, 4w, 8w whose first block (from stage 2 on) halves the resolution, then a global average
+pool. With w = 64 and 10 classes ResNet-18 has 11,173,962 parameters and ResNet-50 23,520,842,
+exactly PyTorch's counts (batch-norm running statistics excluded, as ``model.parameters()`` does).
+"""
 
 from functools import partial
+from numbers import Integral
 from typing import Sequence
 
 import flax.linen as nn
@@ -9,35 +17,39 @@ import jax.numpy as jnp
 from tmu_jax.models import register
 from tmu_jax.models.common import normalize
 
-# PyTorch's BatchNorm2d defaults: running average momentum 0.1 (= flax 0.9), eps 1e-5.
+# PyTorch's BatchNorm2d defaults: running-average momentum 0.1 (= flax's 0.9), eps 1e-5.
 _BatchNorm = partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+# Every conv is followed by batch norm, whose shift makes a conv bias redundant.
 _Conv = partial(nn.Conv, use_bias=False)
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convs with a (projected) identity shortcut (ResNet-18/34)."""
+  """Two 3x3 convs plus shortcut (He et al. §3.3, ResNet-18/34): f32[B,H,W,C] → [B,H/s,W/s,F]."""
+
   features: int
   stride: int = 1
-  expansion = 1
+  expansion = 1  # output channels = features · expansion
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     norm = partial(_BatchNorm, use_running_average=not train)
     y = nn.relu(norm()(_Conv(self.features, (3, 3), self.stride, padding=1)(x)))
     y = norm()(_Conv(self.features, (3, 3), padding=1)(y))
     if self.stride != 1 or x.shape[-1] != self.features:
+      # Projection shortcut (option B of §3.3) where the shape changes.
       x = norm()(_Conv(self.features, (1, 1), self.stride)(x))
     return nn.relu(x + y)
 
 
 class Bottleneck(nn.Module):
-  """1x1 → 3x3 (strided) → 1x1 ×4 with a projected shortcut (ResNet-50)."""
+  """1x1 → 3x3 (strided) → 1x1 ×4 plus shortcut (He et al. §4.1): f32[B,H,W,C] → [..., 4F]."""
+
   features: int
   stride: int = 1
   expansion = 4
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     norm = partial(_BatchNorm, use_running_average=not train)
     out = self.features * self.expansion
     y = nn.relu(norm()(_Conv(self.features, (1, 1))(x)))
@@ -49,9 +61,10 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-  """CIFAR ResNet; features = the globally pooled penultimate vector."""
+  """CIFAR ResNet: f32[B,H,W,C] in [0,1] → (logits [B,classes], features [B, 8w·expansion])."""
+
   num_classes: int
-  block: type = BasicBlock
+  block: type[nn.Module] = BasicBlock
   stages: Sequence[int] = (2, 2, 2, 2)
   width: int = 64
   mean: Sequence[float] = (0.5,)
@@ -60,23 +73,34 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
     x = normalize(x, self.mean, self.std)
-    x = _Conv(self.width, (3, 3), padding=1)(x)
+    x = _Conv(self.width, (3, 3), padding=1)(x)  # CIFAR stem: stride 1, no max-pool
     x = nn.relu(_BatchNorm(use_running_average=not train)(x))
     for i, blocks in enumerate(self.stages):
       for j in range(blocks):
         stride = 2 if i > 0 and j == 0 else 1
-        x = self.block(self.width * 2 ** i, stride)(x, train)
-    features = jnp.mean(x, axis=(1, 2))
+        x = self.block(self.width * 2**i, stride)(x, train)
+    features = jnp.mean(x, axis=(1, 2))  # global average pool: the penultimate vector
     return nn.Dense(self.num_classes)(features), features
+
+
+def _check_width(width: int) -> int:
+  """Returns ``width`` as an int, or raises ValueError naming the config field."""
+  if not isinstance(width, Integral) or width < 1:
+    raise ValueError(f"model.kwargs.width must be a positive int (64 = the paper's ResNet); "
+                     f"got {width!r}")
+  return int(width)
 
 
 @register("resnet18")
 def resnet18(num_classes: int, mean, std, width: int = 64) -> nn.Module:
-  """ResNet-18, CIFAR stem (11.17 M parameters for 10 classes at width 64)."""
-  return ResNet(num_classes, BasicBlock, (2, 2, 2, 2), width, mean, std)
+  """ResNet-18, BasicBlock [2,2,2,2]: 512-d features, 11,173,962 parameters (10 classes, w=64)."""
+  return ResNet(num_classes, BasicBlock, (2, 2, 2, 2), _check_width(width), mean, std)
 
 
 @register("resnet50")
 def resnet50(num_classes: int, mean, std, width: int = 64) -> nn.Module:
-  """ResNet-50, CIFAR stem (L2UL's CIFAR-100 network)."""
-  return ResNet(num_classes, Bottleneck, (3, 4, 6, 3), width, mean, std)
+  """ResNet-50, Bottleneck [3,4,6,3]: 2048-d features, 23,520,842 parameters (10 classes, w=64).
+
+  L2UL's CIFAR-100 network (METHODS §1).
+  """
+  return ResNet(num_classes, Bottleneck, (3, 4, 6, 3), _check_width(width), mean, std)
