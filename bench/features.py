@@ -1,0 +1,90 @@
+"""Throughput of TMU's three features (NF, AF, CF) at two sizes, from one run.
+
+    python bench/features.py [--model mlp] [--scale 4] [--repeats 3]
+
+The small size is the embedded default's (|D_f| = 100 forget samples, the ~4 800 class-c
+remaining samples, a curriculum set of 0.2·|D_r| + |D_f| + |D_t| ≈ 9 800 images); the large one
+multiplies every size by ``--scale``. Expected growth (METHODS §2.2):
+
+- NF: chunked matmul + top_k, flops ∝ |queries|·|remaining|, so ×scale² time;
+- AF: 10-step PGD on each sample, ∝ |queries|, so ×scale;
+- CF: the curriculum model's 2 training epochs dominate, ∝ its training-set size, so ×scale.
+
+Each line prints images per second (queries for NF/AF, training images for CF) and the
+time ratio large/small next to the expected one. Times are medians of ``--repeats`` runs after
+a warm-up run that compiles.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tmu_jax import engine, features  # noqa: E402
+from tmu_jax.models import get_model  # noqa: E402
+
+
+def _median_time(fn, repeats: int) -> float:
+  jax.block_until_ready(fn())  # compile and warm up
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--model", default="mlp", help="a registered model (mlp, cnn, resnet18...)")
+  p.add_argument("--scale", type=int, default=4)
+  p.add_argument("--repeats", type=int, default=3)
+  args = p.parse_args()
+  rng = np.random.default_rng(0)
+  shape = (28, 28, 1)
+  model = get_model(args.model, 10, (0.286,), (0.353,))
+  tx = engine.make_optimizer("sgd", 0.01, momentum=0.9)
+  state = engine.create_train_state(jax.random.key(0), model, shape, tx)
+  images = lambda n: jnp.asarray(rng.integers(0, 256, (n,) + shape, np.uint8))
+  labels = lambda n: jnp.asarray(rng.integers(0, 10, n), jnp.int32)
+
+  sizes = dict(forget=100, remaining=4800, curriculum=9800)
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
+        f"({os.cpu_count()} cores); model {args.model}; median of {args.repeats}")
+  print(f"{'feature':8s} {'size':>14s} {'seconds':>9s} {'img/s':>10s} {'ratio':>7s} "
+        f"{'expected':>9s}")
+  results = {}
+  for tag, s in (("small", 1), ("large", args.scale)):
+    n_q, n_r, n_c = (sizes["forget"] * s, sizes["remaining"] * s, sizes["curriculum"] * s)
+    x_q, y_q, x_r = images(n_q), labels(n_q), images(n_r)
+    nf = lambda: features.nf_feature(state, x_q, x_r, k=5)
+    af = lambda: features.af_feature(state, x_q, y_q, jax.random.key(1), eps=4 / 255, steps=10)
+    stream = engine.Stream(dict(image=images(n_c), label=labels(n_c)), 128)
+
+    def cf():  # M_c: 2 epochs from scratch, then the per-sample loss of the queries
+      fresh = engine.create_train_state(jax.random.key(2), model, shape, tx)
+      m_c, _ = engine.fit(fresh, stream, epochs=2, key=jax.random.key(3), verbose=False)
+      return features.per_sample_loss(m_c, x_q, y_q)
+
+    results[tag] = dict(
+        nf=(_median_time(nf, args.repeats), n_q, f"{n_q}x{n_r}"),
+        af=(_median_time(af, args.repeats), n_q, f"{n_q}"),
+        cf=(_median_time(cf, args.repeats), 2 * n_c, f"{n_c}x2ep"))
+  expected = dict(nf=args.scale ** 2, af=args.scale, cf=args.scale)
+  for name in ("nf", "af", "cf"):
+    base = results["small"][name][0]
+    for tag in ("small", "large"):
+      sec, n, label = results[tag][name]
+      ratio = f"{sec / base:7.2f}" if tag == "large" else f"{'':7s}"
+      exp = f"{expected[name]:9d}" if tag == "large" else f"{'':9s}"
+      print(f"{name:8s} {label:>14s} {sec:9.3f} {n / sec:10.0f} {ratio} {exp}", flush=True)
+
+
+if __name__ == "__main__":
+  main()
