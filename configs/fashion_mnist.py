@@ -3,7 +3,7 @@
 An MLP 784-512-256-10 without weight decay memorizes its forget set (FINDINGS.md): M_o is right
 on D_f while the gold model M_g is not, which is what there is to unlearn. Arguments:
 ``smoke`` shrinks everything for a quick check; ``sweep`` / ``sweep_full`` run every class × 3 seeds
-with the TMU ablation variants.
+with the TMU ablation variants; ``sizes`` is TMU Fig. 3's |D_f| sweep.
 """
 
 from configs import default
@@ -36,9 +36,14 @@ def get_config(arg: str | None = None):
     c.experiment.forget_classes = tuple(range(10))
     c.experiment.seeds = (0, 1, 2)
     c.experiment.methods = c.experiment.methods + add_ablations(c)
+  elif arg == "sizes":
+    # TMU Fig. 3: |D_f| from 100 to 4000 (of the 4 800 class-c training images), TMU against
+    # Bad Teacher; one gold model per size.
+    c.experiment.forget_sizes = (100, 250, 500, 1000, 2000, 4000)
+    c.experiment.methods = ("bad_teacher", "random_label", "tmu", "tmu_plus")
   elif arg:
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
-                     "sweep_full")
+                     "sweep_full, sizes")
   return c
 
 

@@ -104,6 +104,26 @@ def summary_table(runs: list[dict], names) -> str:
                  "label acc", "pred. hard"], rows)
 
 
+def twin_table(runs: list[dict]) -> str:
+  """The twin problem beside the original one (§2.1 check): M_t must memorize D_t as M_o
+  memorizes D_f; the twin hard rate is what gold-free TMU+ aims its hard count at."""
+  names = _present(runs, ("tmu", "tmu_plus"))
+  rows = []
+  for n in names:
+    rows.append([n, _mean_std(_values(runs, n, "twin_acc_mt")),
+                 _mean_std(_values(runs, n, "orig_acc_mo_df")),
+                 _mean_std(_values(runs, "gold", "acc_forget")),
+                 _mean_std(_values(runs, n, "twin_hard_rate")),
+                 _mean_std([100.0 - v for v in _values(runs, "gold", "acc_forget")]),
+                 _mean_std(_values(runs, n, "pred_hard")),
+                 _mean_std(_values(runs, n, "twin_auc"), 2)])
+  if not rows:
+    return ""
+  return _table(["method", "M_t acc on D_t", "M_o acc on D_f", "gold acc on D_f",
+                 "twin hard rate %", "gold hard rate %", "predicted hard (count)",
+                 "twin AUC"], rows)
+
+
 def feature_table(runs: list[dict]) -> str:
   """Table 4: generalization-label accuracy (and gap) per feature subset, TMU and TMU+."""
   rows = []
@@ -150,6 +170,7 @@ def markdown(runs: list[dict]) -> str:
       ("Table 3 layout: activation distance ‖softmax(M_u) − softmax(M_g)‖₂ on D_f",
        metric_table(main, "act_dist_l2")),
       ("Per-sample agreement with gold on D_f (%)", metric_table(main, "agreement", 1)),
+      ("TMU twin problem beside the original problem", twin_table(main)),
       ("TMU ablation: which change buys what (mean ± std over runs)",
        summary_table(main, ABLATION)),
       ("Table 4 layout: generalization-label accuracy by feature subset",
