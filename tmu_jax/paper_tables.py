@@ -79,9 +79,10 @@ def accuracy_table(runs: list[dict]) -> str:
   return _table(header, rows)
 
 
-def metric_table(runs: list[dict], key: str, digits: int = 3) -> str:
-  """Table 3 style: one metric (e.g. act_dist_l2) per class × method, and the Avg ± std."""
-  methods = _present(runs, MAIN)
+def metric_table(runs: list[dict], key: str, digits: int = 3, with_gold: bool = False) -> str:
+  """Table 3 style: one metric (e.g. act_dist_l2) per class × method, and the Avg ± std;
+  ``with_gold`` adds the gold model's own value as the first column (e.g. for MIA)."""
+  methods = (["gold"] if with_gold else []) + _present(runs, MAIN)
   if not runs or not methods or not any(_values(runs, m, key) for m in methods):
     return ""
   rows = [[str(c)] + [_mean(_values(g, m, key), digits) for m in methods]
@@ -170,6 +171,8 @@ def markdown(runs: list[dict]) -> str:
       ("Table 3 layout: activation distance ‖softmax(M_u) − softmax(M_g)‖₂ on D_f",
        metric_table(main, "act_dist_l2")),
       ("Per-sample agreement with gold on D_f (%)", metric_table(main, "agreement", 1)),
+      ("MIA: % of D_f predicted member (gold's own value first)",
+       metric_table(main, "mia", 1, with_gold=True)),
       ("TMU twin problem beside the original problem", twin_table(main)),
       ("TMU ablation: which change buys what (mean ± std over runs)",
        summary_table(main, ABLATION)),
