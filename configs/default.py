@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.scenario = "subclass"  # subclass (TMU), instance (L2UL) or class
   c.data.forget_class = 6  # c: the class D_f is drawn from (subclass / class scenarios)
   c.data.forget_size = 100  # |D_f| (subclass), k (instance); ignored for class
+  c.data.mode = "misclassify"  # instance scenario (L2UL §3): misclassify (pred ≠ y) or relabel
   c.data.holdout_fraction = 0.2  # share of every class kept out of training (pool P)
 
   # ---- model (METHODS §1 architectures)
@@ -58,6 +59,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.experiment.seeds = ()  # () = just seed; else one run per seed (mean ± std in the report)
   c.experiment.methods = ()  # unlearning methods to run beside original and gold
   c.experiment.mia_samples = 2000  # members (D_r) and non-members (D_test) for the MIA attack
+  c.experiment.forget_sizes = ()  # () = just data.forget_size; else one run per |D_f| (or k)
+  c.experiment.rounds = 1  # >1: continual unlearning, rounds of forget_size new instances (§3)
+  c.experiment.gold = True  # False: skip training M_g; gold-referenced metrics then use M_o
 
   # ---- unlearning methods (METHODS §4); each section is that method's config
   c.methods = ml_collections.ConfigDict()
@@ -91,7 +95,52 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # TMU+ : the paper's framework with the four changes of FINDINGS.md switched on.
   c.methods.tmu_plus = tmu_variant(c.methods.tmu, n_twins=8, balanced=True,
                                    threshold="twin_rate", mechanism="runner_up", epochs=10)
+  # L2UL (METHODS §3): one function, ``case`` picks the ablation; the data mode is data.mode.
+  c.methods.l2ul = dict(
+      case="l2ul",  # naive (forget loss only) | adv (+adversarial) | l2ul (+adv+MAS) | oracle
+      num_adv=20,  # targeted L2 PGD examples per forget image (CIFAR-10: 20, CIFAR-100: 200)
+      eps=4.0, adv_step=0.1, adv_steps=100,  # L2 budget, step and steps, pixel space [0, 1]
+      adv_chunk=2048,  # adversarial rows attacked at once (memory only)
+      lam=1.0,  # λ of the MAS anchor λ·Σ Ω'(θ − θ_o)²/2 (case l2ul only)
+      lr=1e-3, momentum=0.9, weight_decay=1e-4,  # SGD of the unlearning loop
+      max_steps=1000,  # cap; the loop stops as soon as the request holds (checked every step)
+      forget_batch_size=128, adv_batch_size=256,  # B_f (≤ k) and B_a (≤ k·num_adv)
+      retain_batch_size=128,  # oracle's D_r batch
+      collapse_share=0.9,  # collapsed = one class predicted for ≥ this share of the probe set
+      collapse_every=10,  # steps between collapse checks (the stop check runs every step)
+      probe_size=1000,  # fixed D_test sample used for the collapse check
+      mas_chunk=16,  # forget images per vmapped per-sample-gradient chunk (memory only)
+  )
+  c.methods.l2ul_naive = l2ul_case(c.methods.l2ul, "naive")
+  c.methods.l2ul_adv = l2ul_case(c.methods.l2ul, "adv")
+  c.methods.l2ul_oracle = l2ul_case(c.methods.l2ul, "oracle")
+  # SCRUB (Kurmanji et al. 2023; METHODS §4): msteps max-KL epochs on D_f, min epochs on D_r.
+  c.methods.scrub = dict(
+      epochs=3,  # SCRUB epochs; each has a min pass over D_r, the first msteps a max pass on D_f
+      msteps=2,  # epochs that start with a max (−KL) pass over D_f
+      temperature=4.0,  # T of the distillation KL (teacher = M_o)
+      gamma=0.99, alpha=0.001,  # min step: γ·CE + α·KL on D_r
+      lr=5e-4, momentum=0.9, weight_decay=5e-4,  # SGD, SCRUB's small-scale defaults
+      batch_size=128, forget_batch_size=32,  # D_r and D_f batches
+      retain_fraction=1.0,  # share of D_r used per run
+  )
+  # SalUn (Fan et al. 2024; METHODS §4): random labeling with only salient weights updated.
+  c.methods.salun = dict(
+      mask_fraction=0.5,  # share of weights kept (global threshold over all parameters)
+      epochs=5, lr=0.01, momentum=0.9, weight_decay=5e-4,  # like random_label
+      batch_size=128, retain_fraction=1.0,
+  )
   return c
+
+
+def l2ul_case(base, case: str, **overrides) -> ml_collections.ConfigDict:
+  """A copy of the L2UL section running another ablation case (METHODS §3)."""
+  v = ml_collections.ConfigDict(base.to_dict())
+  v.base = "l2ul"
+  v.case = case
+  for k, val in overrides.items():
+    v[k] = val
+  return v
 
 
 def tmu_variant(base, base_method: str = "tmu", mechanism: str | None = None,

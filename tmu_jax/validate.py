@@ -125,6 +125,45 @@ def check_config(c) -> None:
   _int(c, "num_devices", 0)
   _check_methods(c)
   _check_devices(c)
+  _check_l2ul(c)
+
+
+def _check_l2ul(c) -> None:
+  """Fields of the instance scenario, size sweeps, continual rounds and the L2UL sections."""
+  if "mode" in c.data:
+    _choice(c, "data.mode", ("misclassify", "relabel"))
+  if "forget_sizes" in c.experiment:
+    sizes = tuple(_get(c, "experiment.forget_sizes"))
+    if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in sizes):
+      _fail("experiment.forget_sizes", sizes, "expected positive integers (|D_f| or k)")
+  if "rounds" in c.experiment:
+    rounds = _int(c, "experiment.rounds", 1)
+    if rounds > 1 and c.data.scenario != "instance":
+      _fail("experiment.rounds", rounds, "continual rounds need data.scenario = 'instance'")
+  if "gold" in c.experiment and not isinstance(_get(c, "experiment.gold"), bool):
+    _fail("experiment.gold", c.experiment.gold, "expected True or False")
+  for name in _get(c, "experiment.methods"):
+    section = c.methods[name]
+    if section.get("base", name) == "l2ul" or name == "l2ul":
+      from tmu_jax.methods import l2ul  # pylint: disable=import-outside-toplevel
+      _choice(c, f"methods.{name}.case", l2ul.CASES)
+      if "forget_loss" in section:
+        _choice(c, f"methods.{name}.forget_loss", l2ul.FORGET_LOSSES)
+      for key in ("num_adv", "adv_steps", "adv_batch_size", "retain_batch_size",
+                  "collapse_every", "probe_size", "mas_chunk", "adv_chunk"):
+        if key in section:
+          _int(c, f"methods.{name}.{key}", 1)
+      for key in ("eps", "adv_step", "lam", "weight_decay"):
+        if key in section:
+          _float(c, f"methods.{name}.{key}", 0.0)
+      if "collapse_share" in section:
+        _float(c, f"methods.{name}.collapse_share", 0.0, 1.0, lo_open=True)
+    if name == "scrub" or section.get("base", name) == "scrub":
+      _int(c, f"methods.{name}.msteps", 0)
+      _float(c, f"methods.{name}.temperature", 0.0, lo_open=True)
+      _float(c, f"methods.{name}.gamma", 0.0)
+    if name == "salun" or section.get("base", name) == "salun":
+      _float(c, f"methods.{name}.mask_fraction", 0.0, 1.0, lo_open=True)
 
 
 def _check_methods(c) -> None:
