@@ -261,34 +261,16 @@ class CompileTimer:
 def run_method(config, workdir: str, problem: Problem, original: engine.TrainState,
                name: str, ref: Reference) -> dict[str, Any]:
   """Runs one registered method from M_o and scores it against gold."""
-  from tmu_jax import methods  # pylint: disable=import-outside-toplevel
-
   key = jax.random.fold_in(jax.random.key(problem.seed), zlib.crc32(name.encode()))
-  ctx = methods.Context(config=config, problem=problem, original=original, key=key,
-                        build_model=lambda: build_model(config, problem), workdir=workdir,
-                        verbose=config.verbose)
-  cfg = config.methods[name] if name in config.methods else None
-  fn = methods.get(cfg.get("base", name) if cfg is not None else name)
-  t0 = time.perf_counter()
-  with CompileTimer() as compile_timer:
-    try:
-      state, info = fn(ctx, cfg)
-      jax.block_until_ready(state.params)
-    except engine.NonFiniteLoss as e:
-      return dict(note=f"collapsed: {e}", failed=True)
-  elapsed = time.perf_counter() - t0
+  state, run_info, info = apply_method(config, workdir, problem, original, name, key)
+  if state is None:
+    return run_info
   out = evaluate_model(config, problem, state, ref)
-  out["time_s"] = elapsed - compile_timer.seconds
-  out["compile_s"] = compile_timer.seconds
-  for k in ("steps", "stopped_early"):
-    if k in info:
-      out[k] = info[k]
+  out.update(run_info)
   if "pred_easy" in info:  # TMU: generalization-label accuracy against gold (Table 4)
     y_f = problem.take(problem.split.forget)[1]
     gold_correct = metrics.correct(ref.gold_logits_forget, y_f)
     out["label_acc"] = metrics.label_accuracy(info["pred_easy"], gold_correct)
-  for k, v in info.get("report", {}).items():
-    out[k] = v
   if "features" in info:  # TMU's feature values, for the histograms and later analysis
     rel = os.path.join("features", f"{name}-c{problem.forget_class}-n{len(problem.split.forget)}"
                        f"-s{problem.seed}.npz")
@@ -306,8 +288,11 @@ def run_one(config, workdir: str, dataset: data_lib.Dataset, forget_class: int, 
   timing = {}
   original, info_o = train_from_scratch(config, workdir, problem, "original",
                                         problem.train_portion)
-  gold_state, info_g = train_from_scratch(config, workdir, problem, "gold",
-                                          problem.split.retain)
+  if config.experiment.get("gold", True):
+    gold_state, info_g = train_from_scratch(config, workdir, problem, "gold",
+                                            problem.split.retain)
+  else:  # experiment.gold = False: no M_g; gold-referenced metrics are then relative to M_o
+    gold_state, info_g = original, dict(time_s=0.0, cached=True)
   timing["original_train_s"] = 0.0 if info_o["cached"] else info_o["time_s"]
   timing["gold_train_s"] = 0.0 if info_g["cached"] else info_g["time_s"]
   ref = make_reference(config, problem, gold_state)
@@ -319,6 +304,10 @@ def run_one(config, workdir: str, dataset: data_lib.Dataset, forget_class: int, 
              forget_class=forget_class, forget_size=int(len(problem.split.forget)), seed=seed,
              gold=public(gold), original=public(orig), methods={}, timing=timing,
              split_file=save_split(workdir, problem))
+  if not config.experiment.get("gold", True):
+    run["gold"] = dict(note="not trained (experiment.gold = False); gap etc. are relative to M_o")
+  if config.data.scenario == "instance":  # L2UL (METHODS §3)
+    run.update(mode=config.data.get("mode", "misclassify"), k=run["forget_size"])
   for name in config.experiment.methods:
     t0 = time.perf_counter()
     run["methods"][name] = public(run_method(config, workdir, problem, original, name, ref))
@@ -345,11 +334,119 @@ def run(config, workdir: str) -> dict[str, Any]:
   dataset = load_data(config)
   classes = list(config.experiment.forget_classes) or [config.data.forget_class]
   seeds = list(config.experiment.seeds) or [config.seed]
+  sizes = list(config.experiment.get("forget_sizes", ())) or [config.data.forget_size]
   runs = []
   for seed in seeds:
-    for cls in classes:
-      runs.append(run_one(config, workdir, dataset, cls, seed))
+    for cls, size in [(c, n) for c in classes for n in sizes]:
+      sized = with_forget_size(config, size)
+      if config.experiment.get("rounds", 1) > 1:
+        runs.extend(run_continual(sized, workdir, dataset, cls, seed))
+      else:
+        runs.append(run_one(sized, workdir, dataset, cls, seed))
       results = dict(config=json.loads(config.to_json_best_effort()), runs=runs,
                      timing=dict(total_s=time.perf_counter() - t0))
       report.write(workdir, results)  # after every run: nothing is lost on interruption
   return results
+
+
+def with_forget_size(config, size: int):
+  """A copy of ``config`` with data.forget_size = size (one point of experiment.forget_sizes)."""
+  c = config.copy_and_resolve_references()
+  c.data.forget_size = int(size)
+  return c
+
+
+# ----------------------------------------------------------------------------- continual (§3)
+
+
+def continual_forget_sets(problem: Problem, k: int, rounds: int, seed: int) -> list[np.ndarray]:
+  """``rounds`` disjoint sorted sets of k instances drawn uniformly from T (METHODS §3)."""
+  portion = problem.train_portion
+  if rounds * k > len(portion):
+    raise validate.ConfigError(f"config field experiment.rounds = {rounds} is not valid: "
+                               f"{rounds} × k = {rounds * k} exceeds |T| = {len(portion)}")
+  order = np.random.default_rng([seed, 4099, k, rounds]).permutation(portion)
+  return [np.sort(order[r * k:(r + 1) * k]).astype(np.int64) for r in range(rounds)]
+
+
+def apply_method(config, workdir: str, problem: Problem, start: engine.TrainState, name: str,
+                 key: jax.Array) -> tuple[engine.TrainState | None, dict[str, Any], dict]:
+  """Runs method ``name`` from ``start`` (not necessarily M_o).
+
+  Returns (state or None if it collapsed to a NaN loss, JSON-able entries: timings, steps and
+  the method's report, the method's raw info dict).
+  """
+  from tmu_jax import methods  # pylint: disable=import-outside-toplevel
+
+  ctx = methods.Context(config=config, problem=problem, original=start, key=key,
+                        build_model=lambda: build_model(config, problem), workdir=workdir,
+                        verbose=config.verbose)
+  cfg = config.methods[name] if name in config.methods else None
+  fn = methods.get(cfg.get("base", name) if cfg is not None else name)
+  t0 = time.perf_counter()
+  with CompileTimer() as compile_timer:
+    try:
+      state, info = fn(ctx, cfg)
+      jax.block_until_ready(state.params)
+    except engine.NonFiniteLoss as e:
+      return None, dict(note=f"collapsed: {e}", failed=True), {}
+  out = dict(time_s=time.perf_counter() - t0 - compile_timer.seconds,
+             compile_s=compile_timer.seconds)
+  for k in ("steps", "stopped_early"):
+    if k in info:
+      out[k] = info[k]
+  out.update(info.get("report", {}))
+  return state, out, info
+
+
+def run_continual(config, workdir: str, dataset: data_lib.Dataset, forget_class: int,
+                  seed: int) -> list[dict[str, Any]]:
+  """Continual unlearning (METHODS §3): ``experiment.rounds`` requests of k new instances each,
+  applied in sequence to the same model per method; one run dict per round (``round`` 1…R)
+  with accuracy on every forget set so far (``acc_forget_rounds``), on D_r and on D_test."""
+  problem = make_problem(config, dataset, forget_class, seed)
+  k, rounds = config.data.forget_size, config.experiment.rounds
+  original, info_o = train_from_scratch(config, workdir, problem, "original",
+                                        problem.train_portion)
+  sets = continual_forget_sets(problem, k, rounds, seed)
+  current = {name: original for name in config.experiment.methods}
+  failed: dict[str, str] = {}
+  runs = []
+  for r in range(rounds):
+    gone = np.concatenate(sets[:r + 1])
+    split = data_lib.Split(holdout=problem.split.holdout, forget=sets[r],
+                           retain=np.setdiff1d(problem.train_portion, gone))
+    pr = dataclasses.replace(problem, split=split)
+    seen = [problem.take(s) for s in sets[:r + 1]]
+
+    def scores(state):
+      m = evaluate_model(config, pr, state)
+      m["acc_forget_rounds"] = [metrics.accuracy(model_outputs(config, state, x), y)
+                                for x, y in seen]
+      m["acc_forget_all"] = float(np.mean(m["acc_forget_rounds"]))
+      return m
+
+    orig = scores(original)
+    orig.update(time_s=info_o["time_s"], cached=info_o["cached"])
+    run = dict(dataset=dataset.name, arch=config.model.name, scenario=config.data.scenario,
+               mode=config.data.get("mode", "misclassify"), k=k, round=r + 1,
+               forget_class=forget_class, forget_size=k, seed=seed,
+               gold=dict(note="continual: no gold model per round"), original=public(orig),
+               methods={}, timing={})
+    for name in config.experiment.methods:
+      if name in failed:
+        run["methods"][name] = dict(failed=True, note=f"stopped after an earlier round: "
+                                    f"{failed[name]}")
+        continue
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed),
+                                                  zlib.crc32(name.encode())), r)
+      state, out, _ = apply_method(config, workdir, pr, current[name], name, key)
+      if state is None:
+        failed[name] = out["note"]
+      else:
+        current[name] = state
+        out.update(scores(state))
+      run["methods"][name] = public(out)
+      run["timing"][f"{name}_s"] = out.get("time_s", 0.0)
+    runs.append(run)
+  return runs

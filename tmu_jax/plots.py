@@ -17,8 +17,12 @@ FEATURE_NAMES = ("NF", "AF", "CF")
 
 
 def gap_by_class(runs: list[dict], path: str) -> str | None:
-  """Grouped bars: mean gap Δ (over seeds) per forget class, one bar per method."""
+  """Grouped bars: mean gap Δ (over seeds) per forget class, one bar per method (the paper's
+  methods and ours; ablation variants stay in the report's tables)."""
+  from tmu_jax import paper_tables  # pylint: disable=import-outside-toplevel
   methods = [m for m in dict.fromkeys(n for r in runs for n in ["original", *r["methods"]])]
+  main = [m for m in methods if m == "original" or m in paper_tables.MAIN]
+  methods = main if len(main) > 1 else methods
   classes = sorted({r["forget_class"] for r in runs})
   if not classes or not methods:
     return None
@@ -81,6 +85,64 @@ def feature_histograms(npz_path: str, path: str) -> str | None:
   return _save(fig, path)
 
 
+def k_curve(runs: list[dict], path: str) -> str | None:
+  """L2UL: Acc_Df, Acc_Dr and Acc_test against k, one line per case."""
+  ks = sorted({r["forget_size"] for r in runs})
+  if len(ks) < 2:
+    return None
+  names = list(dict.fromkeys(n for r in runs for n in ["original", *r["methods"]]))
+  fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+  for ax, key, title in zip(axes, ("acc_forget", "acc_retain", "acc_test"),
+                            ("Acc_Df (lower = forgotten)", "Acc_Dr", "Acc_test")):
+    for n in names:
+      ys = [np.mean([(r["original"] if n == "original" else r["methods"].get(n, {})).get(
+          key, np.nan) for r in runs if r["forget_size"] == k]) for k in ks]
+      ax.plot(ks, ys, marker="o", label=n, ls="--" if n == "original" else "-")
+    ax.set(xlabel="k (instances to forget)", ylabel="%", title=title, xscale="log")
+  axes[0].legend(fontsize=7, ncol=2)
+  return _save(fig, path)
+
+
+def continual_curve(runs: list[dict], path: str) -> str | None:
+  """Continual unlearning: accuracy on all forget sets so far, D_r and D_test per round."""
+  if not runs:
+    return None
+  rounds = sorted({r["round"] for r in runs})
+  by_round = {r["round"]: r for r in runs}
+  names = list(dict.fromkeys(n for r in runs for n in ["original", *r["methods"]]))
+  fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+  for ax, key, title in zip(axes, ("acc_forget_all", "acc_retain", "acc_test"),
+                            ("Acc on D_f of all rounds so far", "Acc_Dr", "Acc_test")):
+    for n in names:
+      ys = [(by_round[t]["original"] if n == "original" else
+             by_round[t]["methods"].get(n, {})).get(key, np.nan) for t in rounds]
+      ax.plot(rounds, ys, marker="o", label=n, ls="--" if n == "original" else "-")
+    ax.set(xlabel="round", ylabel="%", title=title, xticks=rounds)
+  axes[0].legend(fontsize=7)
+  return _save(fig, path)
+
+
+def tradeoff(points: list[dict], path: str, x: str = "acc_test", y: str = "acc_forget",
+             reference: float | None = None) -> str | None:
+  """λ/lr trade-off: one line per lr through its λ values, ``x`` against ``y``; ``reference``
+  (M_o's ``x``) drawn as a dashed line with the 5-point band of the L2UL goal."""
+  if not points:
+    return None
+  fig, ax = plt.subplots(figsize=(7, 5))
+  if reference is not None:
+    ax.axvline(reference, ls="--", c="k", lw=1, label=f"original {x} {reference:.1f}")
+    ax.axvspan(reference - 5, reference, color="0.9", label="within 5 points")
+  for lr in sorted({p["lr"] for p in points}):
+    sel = sorted([p for p in points if p["lr"] == lr], key=lambda p: p["lam"])
+    ax.plot([p[x] for p in sel], [p[y] for p in sel], marker="o", label=f"lr={lr:g}")
+    for p in sel:
+      ax.annotate(f"λ={p['lam']:g}", (p[x], p[y]), fontsize=7, xytext=(3, 3),
+                  textcoords="offset points")
+  ax.set(xlabel=x, ylabel=y, title="L2UL trade-off over λ and lr")
+  ax.legend(fontsize=8)
+  return _save(fig, path)
+
+
 def _save(fig, path: str) -> str:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fig.tight_layout()
@@ -100,6 +162,12 @@ def write_all(workdir: str, results: dict) -> list[str]:
     out.append(gap_by_class([r for r in subclass if r["forget_size"] == base_size],
                             os.path.join(plots, "gap_by_class.png")))
     out.append(forget_size_curve(subclass, os.path.join(plots, "forget_size.png")))
+  instance = [r for r in runs if r.get("scenario") == "instance"]
+  if instance:  # L2UL (METHODS §3, §6)
+    out.append(k_curve([r for r in instance if "round" not in r],
+                       os.path.join(plots, "l2ul_k.png")))
+    out.append(continual_curve([r for r in instance if "round" in r],
+                               os.path.join(plots, "l2ul_continual.png")))
   for r in runs:
     for name, m in r.get("methods", {}).items():
       if m.get("features_file") and os.path.exists(os.path.join(workdir, m["features_file"])):

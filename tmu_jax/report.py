@@ -9,14 +9,20 @@ from typing import Any
 
 import numpy as np
 
+from tmu_jax import paper_tables
+
 COLUMNS = ("acc_test", "acc_retain", "acc_forget", "gap", "agreement", "act_dist_l2",
-           "act_dist_l1", "mia", "zrf", "label_acc", "steps", "time_s")
+           "act_dist_l1", "mia", "zrf", "label_acc", "relabel_acc", "steps", "time_s")
 
 
 def _fmt(v, digits: int = 2) -> str:
   if v is None or (isinstance(v, float) and math.isnan(v)):
     return "–"
-  if isinstance(v, (int, float, np.floating)):
+  if isinstance(v, (bool, np.bool_)):
+    return str(bool(v))
+  if isinstance(v, (int, np.integer)):
+    return str(v)
+  if isinstance(v, (float, np.floating)):
     return f"{v:.{3 if abs(v) < 1 and v != 0 else digits}f}"
   return str(v)
 
@@ -67,16 +73,85 @@ def markdown(results: dict) -> str:
            f"{len(runs)} run(s); total wall time {results['timing']['total_s']:.0f} s. "
            "Accuracies in %; gap = |Acc_Df − gold Acc_Df| in points; agreement = % of D_f "
            "whose correctness matches gold's; act_dist = mean ‖softmax − gold softmax‖ on D_f."]
+  instance = [r for r in runs if r.get("scenario") == "instance"]
+  if instance:  # L2UL (METHODS §3, §6)
+    parts += l2ul_sections(instance)
+  paper = paper_tables.markdown(runs)
+  if paper:
+    parts.append(paper)
   if len(runs) > 1:
     parts += ["## Mean ± std over runs", mean_std_table(runs)]
   for r in runs:
-    parts += [f"## class {r['forget_class']}, seed {r['seed']}, |D_f| = {r['forget_size']}",
-              run_table(r)]
+    title = f"## class {r['forget_class']}, seed {r['seed']}, |D_f| = {r['forget_size']}"
+    if r.get("scenario") == "instance":  # forget_class only picks the instance draw there
+      title = f"## draw {r['forget_class']}, seed {r['seed']}, k = {r['forget_size']}" + (
+          f", round {r['round']}" if "round" in r else "")
+    parts += [title, run_table(r)]
     if r.get("extra_md"):
       parts.append(r["extra_md"])
   if results.get("plots"):
     parts += ["## Plots", "\n".join(f"![{os.path.basename(p)}]({p})" for p in results["plots"])]
   return "\n\n".join(parts) + "\n"
+
+
+def instance_table(runs: list[dict]) -> str:
+  """L2UL k × case table (METHODS §6): one row per (k, case) with Acc_Df, Acc_Dr, Acc_test
+  (relabel mode: % at the requested label), steps, time and how the loop stopped; several runs
+  of one k (draws or seeds) give mean ± std and the count of each stop reason."""
+  rows = []
+  for k in sorted({r.get("k", r["forget_size"]) for r in runs}):
+    group = [r for r in runs if r.get("k", r["forget_size"]) == k]
+    names = list(dict.fromkeys(n for r in group for n in ["original", *r.get("methods", {})]))
+    for name in names:
+      ms = [r["original"] if name == "original" else r["methods"].get(name, {}) for r in group]
+      cells = []
+      for c in ("acc_forget", "acc_retain", "acc_test", "relabel_acc", "steps", "time_s"):
+        vals = [m[c] for m in ms if isinstance(m.get(c), (int, float))]
+        if len(vals) > 1:
+          cells.append(f"{np.mean(vals):.1f} ± {np.std(vals):.1f}")
+        else:
+          cells.append(_fmt(vals[0]) if vals else "–")
+      stops = [str(m["stopped"]) for m in ms if m.get("stopped")]
+      stopped = ", ".join(f"{s} ×{stops.count(s)}" if len(ms) > 1 else s
+                          for s in dict.fromkeys(stops))
+      notes = "; ".join(dict.fromkeys(m["note"] for m in ms if m.get("note")))
+      rows.append([str(k), name] + cells + [stopped, notes])
+  return table(["k", "case", "Acc_Df", "Acc_Dr", "Acc_test", "relabel", "steps", "time_s",
+                "stopped", "note"], rows)
+
+
+def continual_table(runs: list[dict]) -> str:
+  """Continual unlearning: per method and round, accuracy on every forget set so far."""
+  rows = []
+  names = list(dict.fromkeys(n for r in runs for n in ["original", *r.get("methods", {})]))
+  for name in names:
+    for r in sorted(runs, key=lambda r: r["round"]):
+      m = r["original"] if name == "original" else r["methods"].get(name, {})
+      per = " / ".join(_fmt(v, 0) for v in m.get("acc_forget_rounds", []))
+      rows.append([name, str(r["round"]), per, _fmt(m.get("acc_forget_all")),
+                   _fmt(m.get("acc_retain")), _fmt(m.get("acc_test")), _fmt(m.get("steps")),
+                   m.get("note", "")])
+  return table(["case", "round", "Acc on D_f of rounds 1…r", "mean", "Acc_Dr", "Acc_test",
+                "steps", "note"], rows)
+
+
+def l2ul_sections(runs: list[dict]) -> list[str]:
+  """Markdown sections for instance-scenario runs: the k × case table, the continual table."""
+  single = [r for r in runs if "round" not in r]
+  rounds = [r for r in runs if "round" in r]
+  mode = runs[0].get("mode", "misclassify")
+  parts = []
+  if single:
+    draws = len(single) // len({r["forget_size"] for r in single})
+    parts += [f"## L2UL: k × case (mode {mode})",
+              "Acc_Df = % of D_f still predicted as its true label; relabel = % of D_f at "
+              "its requested label (relabel mode); steps = unlearning steps taken; "
+              "time_s excludes compilation." + (f" Mean ± std over {draws} forget-set draws."
+                                                if draws > 1 else ""), instance_table(single)]
+  if rounds:
+    parts += [f"## Continual unlearning: {max(r['round'] for r in rounds)} rounds of k = "
+              f"{rounds[0]['k']}", continual_table(rounds)]
+  return parts
 
 
 def write(workdir: str, results: dict[str, Any]) -> None:
@@ -94,10 +169,21 @@ def _atomic(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
+def run_key(run: dict) -> tuple:
+  """What identifies one run across results files."""
+  return tuple(run.get(k) for k in ("dataset", "arch", "scenario", "forget_class",
+                                     "forget_size", "seed", "round"))
+
+
 def merge(paths: list[str], workdir: str) -> dict[str, Any]:
-  """Merges several results.json (e.g. one per seed, run on different machines) into one
-  results.json + report.md in ``workdir``; runs keep their order, timings add up."""
-  merged = None
+  """Merges several results.json into one results.json + report.md in ``workdir``.
+
+  Runs of different (dataset, arch, scenario, class, size, seed, round) are concatenated in
+  order (e.g. one seed per machine); a run present in several files (e.g. extra methods run
+  later on the same cached models) gets the union of their methods, later files winning.
+  Timings add up.
+  """
+  merged, index = None, {}
   for p in paths:
     with open(p) as f:
       r = json.load(f)
@@ -108,7 +194,14 @@ def merge(paths: list[str], workdir: str) -> dict[str, Any]:
         if m.get("features_file"):
           m["features_file"] = os.path.join(os.path.dirname(os.path.abspath(p)),
                                             m["features_file"])
-    merged["runs"] += r["runs"]
+    for run in r["runs"]:
+      key = run_key(run)
+      if key in index:
+        index[key]["methods"].update(run.get("methods", {}))
+        index[key].setdefault("timing", {}).update(run.get("timing", {}))
+      else:
+        index[key] = run
+        merged["runs"].append(run)
     merged["timing"]["total_s"] += r["timing"]["total_s"]
     merged["sources"].append(os.path.abspath(p))
   os.makedirs(workdir, exist_ok=True)
