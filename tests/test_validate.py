@@ -91,6 +91,14 @@ def test_forget_size_larger_than_class(tmp_path):
     validate.check_against_data(c, 10, labels)
 
 
+def test_every_forget_size_of_a_sweep_is_checked(tmp_path):
+  c = _cfg(tmp_path)
+  c.experiment.forget_sizes = (10, 41)
+  labels = np.repeat(np.arange(10), 50)
+  with pytest.raises(validate.ConfigError, match=r"experiment.forget_sizes = \(10, 41\).*41"):
+    validate.check_against_data(c, 10, labels)
+
+
 def test_class_out_of_range_for_loaded_data(tmp_path):
   c = default.get_config()
   c.data.name = "some_tfds_set"

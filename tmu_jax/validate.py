@@ -217,9 +217,14 @@ def check_against_data(c, num_classes: int, labels) -> None:
       _fail(field, cls, f"expected a class in [0, {num_classes - 1}]")
     if c.data.scenario == "class":
       continue
-    try:
-      data_lib.make_split(labels, num_classes, scenario=c.data.scenario, forget_class=cls,
-                          forget_size=c.data.forget_size,
-                          holdout_fraction=c.data.holdout_fraction, seed=c.seed)
-    except ValueError as e:
-      _fail("data.forget_size", c.data.forget_size, str(e))
+    sizes = tuple(c.experiment.get("forget_sizes", ()))
+    rounds = c.experiment.get("rounds", 1)
+    for size in sizes or (c.data.forget_size,):
+      field = "experiment.forget_sizes" if sizes else "data.forget_size"
+      try:
+        data_lib.make_split(labels, num_classes, scenario=c.data.scenario, forget_class=cls,
+                            forget_size=size * rounds, holdout_fraction=c.data.holdout_fraction,
+                            seed=c.seed)
+      except ValueError as e:
+        what = f"{size} × {rounds} rounds" if rounds > 1 else size
+        _fail(field, sizes or c.data.forget_size, f"|D_f| = {what}: {e}")
