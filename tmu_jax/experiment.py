@@ -288,24 +288,26 @@ def run_one(config, workdir: str, dataset: data_lib.Dataset, forget_class: int, 
   timing = {}
   original, info_o = train_from_scratch(config, workdir, problem, "original",
                                         problem.train_portion)
+  timing["original_train_s"] = 0.0 if info_o["cached"] else info_o["time_s"]
   if config.experiment.get("gold", True):
     gold_state, info_g = train_from_scratch(config, workdir, problem, "gold",
                                             problem.split.retain)
+    timing["gold_train_s"] = 0.0 if info_g["cached"] else info_g["time_s"]
   else:  # experiment.gold = False: no M_g; gold-referenced metrics are then relative to M_o
-    gold_state, info_g = original, dict(time_s=0.0, cached=True)
-  timing["original_train_s"] = 0.0 if info_o["cached"] else info_o["time_s"]
-  timing["gold_train_s"] = 0.0 if info_g["cached"] else info_g["time_s"]
+    gold_state, info_g = original, None
+    timing["gold_train_s"] = 0.0
   ref = make_reference(config, problem, gold_state)
-  gold = evaluate_model(config, problem, gold_state, ref)
   orig = evaluate_model(config, problem, original, ref)
-  gold["time_s"], orig["time_s"] = info_g["time_s"], info_o["time_s"]
-  gold["cached"], orig["cached"] = info_g["cached"], info_o["cached"]
+  orig["time_s"], orig["cached"] = info_o["time_s"], info_o["cached"]
+  if info_g is None:
+    gold = dict(note="not trained (experiment.gold = False); gap etc. are relative to M_o")
+  else:
+    gold = evaluate_model(config, problem, gold_state, ref)
+    gold["time_s"], gold["cached"] = info_g["time_s"], info_g["cached"]
   run = dict(dataset=dataset.name, arch=config.model.name, scenario=config.data.scenario,
              forget_class=forget_class, forget_size=int(len(problem.split.forget)), seed=seed,
              gold=public(gold), original=public(orig), methods={}, timing=timing,
              split_file=save_split(workdir, problem))
-  if not config.experiment.get("gold", True):
-    run["gold"] = dict(note="not trained (experiment.gold = False); gap etc. are relative to M_o")
   if config.data.scenario == "instance":  # L2UL (METHODS §3)
     run.update(mode=config.data.get("mode", "misclassify"), k=run["forget_size"])
   for name in config.experiment.methods:
@@ -317,8 +319,8 @@ def run_one(config, workdir: str, dataset: data_lib.Dataset, forget_class: int, 
 
 def save_split(workdir: str, problem: Problem) -> str:
   """Writes the split's index arrays beside the results; returns the relative path."""
-  rel = os.path.join("splits", f"{problem.dataset.name}-c{problem.forget_class}-s{problem.seed}"
-                     ".npz")
+  rel = os.path.join("splits", f"{problem.dataset.name}-c{problem.forget_class}"
+                     f"-n{len(problem.split.forget)}-s{problem.seed}.npz")
   os.makedirs(os.path.join(workdir, "splits"), exist_ok=True)
   np.savez_compressed(os.path.join(workdir, rel), **problem.split._asdict())
   return rel
