@@ -12,6 +12,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from tmu_jax.report import table
+
 # The paper's method columns (Tables 1–3), then ours; ablation variants go to their own table.
 MAIN = ("finetune", "neg_grad", "neg_grad_plus", "random_label", "bad_teacher", "scrub", "salun",
         "tmu", "tmu_plus")
@@ -19,11 +21,6 @@ ABLATION = ("tmu", "tmu_twins", "tmu_balanced", "tmu_rate", "tmu_strong", "tmu_p
             "tmu_plus_random")
 FEATURE_SETS = (("nf+af+cf", "tmu", "tmu_plus"), ("nf", "tmu_nf", "tmu_plus_nf"),
                 ("af", "tmu_af", "tmu_plus_af"), ("cf", "tmu_cf", "tmu_plus_cf"))
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def _values(runs: list[dict], method: str, key: str) -> list[float]:
@@ -76,7 +73,7 @@ def accuracy_table(runs: list[dict]) -> str:
   spread = ["Δ std across runs", ""] + [_mean_std(_values(runs, m, "gap")).split(" ± ")[-1]
                                         if _values(runs, m, "gap") else "–" for m in methods]
   rows.append(spread)
-  return _table(header, rows)
+  return table(header, rows)
 
 
 def metric_table(runs: list[dict], key: str, digits: int = 3, with_gold: bool = False) -> str:
@@ -88,7 +85,7 @@ def metric_table(runs: list[dict], key: str, digits: int = 3, with_gold: bool = 
   rows = [[str(c)] + [_mean(_values(g, m, key), digits) for m in methods]
           for c, g in _by_class(runs).items()]
   rows.append(["**Avg**"] + [_mean_std(_values(runs, m, key), digits) for m in methods])
-  return _table(["class"] + methods, rows)
+  return table(["class"] + methods, rows)
 
 
 def summary_table(runs: list[dict], names) -> str:
@@ -101,7 +98,7 @@ def summary_table(runs: list[dict], names) -> str:
   for n in names:
     rows.append([n] + [_mean_std(_values(runs, n, k), 3 if k == "act_dist_l2" else 1)
                        for k in keys])
-  return _table(["method", "gap Δ", "agreement", "act_dist_l2", "Acc_test", "Acc_Df",
+  return table(["method", "gap Δ", "agreement", "act_dist_l2", "Acc_test", "Acc_Df",
                  "label acc", "pred. hard"], rows)
 
 
@@ -120,7 +117,7 @@ def twin_table(runs: list[dict]) -> str:
                  _mean_std(_values(runs, n, "twin_auc"), 2)])
   if not rows:
     return ""
-  return _table(["method", "M_t acc on D_t", "M_o acc on D_f", "gold acc on D_f",
+  return table(["method", "M_t acc on D_t", "M_o acc on D_f", "gold acc on D_f",
                  "twin hard rate %", "gold hard rate %", "predicted hard (count)",
                  "twin AUC"], rows)
 
@@ -136,7 +133,7 @@ def feature_table(runs: list[dict]) -> str:
       rows.append([label] + cells)
   if not rows:
     return ""
-  return _table(["features", "tmu label acc", "tmu Δ", "tmu_plus label acc", "tmu_plus Δ"], rows)
+  return table(["features", "tmu label acc", "tmu Δ", "tmu_plus label acc", "tmu_plus Δ"], rows)
 
 
 def forget_size_table(runs: list[dict]) -> str:
@@ -155,7 +152,7 @@ def forget_size_table(runs: list[dict]) -> str:
         cell += f" (label acc {_mean(_values(group, m, 'label_acc'))})"
       row.append(cell)
     rows.append(row)
-  return _table(["|D_f|", "gold Acc_Df"] + [f"{m} Δ" for m in methods], rows)
+  return table(["|D_f|", "gold Acc_Df"] + [f"{m} Δ" for m in methods], rows)
 
 
 def markdown(runs: list[dict]) -> str:

@@ -9,8 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from tmu_jax import paper_tables
-
 COLUMNS = ("acc_test", "acc_retain", "acc_forget", "gap", "agreement", "act_dist_l2",
            "act_dist_l1", "mia", "zrf", "label_acc", "relabel_acc", "steps", "time_s")
 
@@ -76,6 +74,7 @@ def markdown(results: dict) -> str:
   instance = [r for r in runs if r.get("scenario") == "instance"]
   if instance:  # L2UL (METHODS §3, §6)
     parts += l2ul_sections(instance)
+  from tmu_jax import paper_tables  # pylint: disable=import-outside-toplevel  (it uses table)
   paper = paper_tables.markdown(runs)
   if paper:
     parts.append(paper)

@@ -216,14 +216,19 @@ class _Holder(flax.struct.PyTreeNode):
   apply_fn: Callable = flax.struct.field(pytree_node=False)
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes",))
-def _status(holder: _Holder, variables, x_f, labels, probe, relabel: jax.Array, num_classes: int):
-  """(#forget rows not yet as requested, top predicted class on the probe, its share)."""
+@jax.jit
+def _remaining(holder: _Holder, variables, x_f, labels, relabel: jax.Array) -> jax.Array:
+  """Number of forget rows not yet as requested (the stop rule, checked every step)."""
   pred = jnp.argmax(holder.apply_fn(variables, x_f, train=False)[0], -1)
-  remaining = jnp.sum(jnp.where(relabel, pred != labels, pred == labels))
+  return jnp.sum(jnp.where(relabel, pred != labels, pred == labels))
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _top_share(holder: _Holder, variables, probe, num_classes: int):
+  """(top predicted class on the probe, its share): the collapse check."""
   pp = jnp.argmax(holder.apply_fn(variables, probe, train=False)[0], -1)
   counts = jnp.bincount(pp, length=num_classes)
-  return remaining, jnp.argmax(counts), jnp.max(counts) / pp.shape[0]
+  return jnp.argmax(counts), jnp.max(counts) / pp.shape[0]
 
 
 def _adv_set(apply_fn, variables, x_f, y_f, key, s: Settings, num_classes: int):
@@ -305,15 +310,15 @@ def unlearn_state(state: engine.TrainState, x_forget: jax.Array, y_forget: jax.A
   status = dict(reason="max_steps", top=0, share=0.0)
 
   def stop(st: engine.TrainState) -> bool:
-    remaining, top, share = _status(holder, st.variables, x_f, target, probe_f,
-                                    jnp.bool_(relabel), num_classes)
-    if int(remaining) == 0:
+    if int(_remaining(holder, st.variables, x_f, target, jnp.bool_(relabel))) == 0:
       status["reason"] = "relabelled" if relabel else "forgotten"
       return True
-    if (probe is not None and int(st.step) % s.collapse_every == 0
-        and float(share) >= s.collapse_share):
-      status.update(reason="collapsed", top=int(top), share=float(share))
-      return True
+    # The probe's forward pass runs only on the steps where collapse is checked.
+    if probe is not None and int(st.step) % s.collapse_every == 0:
+      top, share = _top_share(holder, st.variables, probe_f, num_classes)
+      if float(share) >= s.collapse_share:
+        status.update(reason="collapsed", top=int(top), share=float(share))
+        return True
     return False
 
   spe = engine.steps_per_epoch(tuple(streams))
@@ -326,8 +331,8 @@ def unlearn_state(state: engine.TrainState, x_forget: jax.Array, y_forget: jax.A
                                verbose=verbose, stop_fn=stop, stop_every=1,
                                max_steps=s.max_steps)
   info["unlearn_time_s"] = time.perf_counter() - t0
-  remaining, top, share = _status(holder, out.variables, x_f, target, probe_f,
-                                  jnp.bool_(relabel), num_classes)
+  remaining = _remaining(holder, out.variables, x_f, target, jnp.bool_(relabel))
+  top, share = _top_share(holder, out.variables, probe_f, num_classes)
   info.update(steps=int(fit_info["steps"]), stopped=status["reason"],
               stopped_early=status["reason"] != "max_steps")
   if relabel:  # % of D_f at its requested label
