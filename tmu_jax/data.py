@@ -14,13 +14,18 @@ the model, METHODS §1).
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import os
 import struct
+import zlib
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from tmu_jax.errors import ConfigError  # not from tmu_jax.validate: it imports this module
 
 # Known datasets: name -> (source, per-channel mean, std, flip makes sense).
 DATASETS = {
@@ -48,6 +53,8 @@ class Dataset(NamedTuple):
   num_classes: int
   mean: tuple
   std: tuple
+  train_subset: int = 0  # size of the balanced training subset applied by load(); 0: none
+  digest: str = ""  # dataset_digest(), filled by load(); "" when built by hand
 
 
 class Split(NamedTuple):
@@ -56,32 +63,92 @@ class Split(NamedTuple):
   forget: np.ndarray  # D_f
   retain: np.ndarray  # D_r = T \ D_f
 
-  def as_dict(self) -> dict[str, list[int]]:
-    return {k: v.tolist() for k, v in self._asdict().items()}
-
 
 # ----------------------------------------------------------------------------- sources
 
 
-def read_idx(path: str) -> np.ndarray:
-  """Reads one (optionally gzipped) IDX file into a uint8 array."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    raw = f.read()
+def _read_bytes(path: str) -> bytes:
+  """File ``path`` → its bytes, gunzipped when named ``.gz``; ConfigError naming it on failure."""
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    raise ConfigError(f"{path}: cannot read it ({e.strerror or e}); expected a readable IDX file") \
+        from e
+  if not path.endswith(".gz"):
+    return raw
+  if raw[:2] != b"\x1f\x8b":
+    raise ConfigError(f"{path} is named .gz but is not gzip data (starts with "
+                      f"{raw[:4].hex() or 'nothing'}); expected the gzip magic 1f8b")
+  try:
+    return gzip.decompress(raw)
+  except EOFError as e:
+    raise ConfigError(f"{path}: truncated gzip ({len(raw)} bytes, the stream ends early); "
+                      "expected a complete .gz file") from e
+  except (gzip.BadGzipFile, zlib.error) as e:
+    raise ConfigError(f"{path}: corrupt gzip data ({e}); expected a valid .gz file") from e
+
+
+def parse_idx(path: str, raw: bytes) -> np.ndarray:
+  """Bytes of one IDX file (``path`` names it in errors) → its uint8 array; ConfigError if bad."""
+  if len(raw) < 4:
+    raise ConfigError(f"{path}: {len(raw)} bytes, too short for an IDX header; expected at least 4")
   zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-  if zero != 0 or dtype != 0x08:
-    raise ValueError(f"{path} is not a uint8 IDX file (magic {raw[:4].hex()})")
-  shape = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
-  data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+  if zero != 0 or dtype != 0x08 or ndim == 0:
+    raise ConfigError(f"{path} is not a uint8 IDX file (magic {raw[:4].hex()}); expected "
+                      "00 00 08 then the number of dimensions")
+  offset = 4 + 4 * ndim
+  if len(raw) < offset:
+    raise ConfigError(f"{path}: IDX header cut short ({len(raw)} bytes); expected {offset} bytes "
+                      f"for its {ndim} dimensions")
+  shape = struct.unpack(">" + "I" * ndim, raw[4:offset])
+  data = np.frombuffer(raw, np.uint8, offset=offset)
   if data.size != int(np.prod(shape)):
-    raise ValueError(f"{path}: header says {shape}, found {data.size} bytes")
+    raise ConfigError(f"{path}: header says shape {shape}, found {data.size} data bytes; "
+                      f"expected {int(np.prod(shape))}")
   return data.reshape(shape)
 
 
+def read_idx(path: str) -> np.ndarray:
+  """Reads one (optionally gzipped) IDX file into a uint8 array; ConfigError naming it if bad."""
+  return parse_idx(path, _read_bytes(path))
+
+
+def _check_idx_pair(images: np.ndarray, labels: np.ndarray, image_path: str,
+                    label_path: str) -> None:
+  """Raises ConfigError unless ``images`` is [N, H, W] with N ≥ 1 and ``labels`` is [N]."""
+  if images.ndim != 3:
+    raise ConfigError(f"{image_path}: images of shape {images.shape}; expected 3-D "
+                      "[count, rows, cols]")
+  if labels.ndim != 1:
+    raise ConfigError(f"{label_path}: labels of shape {labels.shape}; expected 1-D [count]")
+  if len(labels) != len(images):
+    raise ConfigError(f"{label_path}: {len(labels)} labels for the {len(images)} images of "
+                      f"{image_path}; expected one label per image")
+  if len(images) == 0:
+    raise ConfigError(f"{image_path}: no images; expected at least one")
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, name: str, label_path: str) -> None:
+  """Raises ConfigError unless every label lies in [0, num_classes)."""
+  top = int(labels.max())
+  if top >= num_classes:
+    raise ConfigError(f"{label_path}: label {top} out of range; expected 0..{num_classes - 1} "
+                      f"({num_classes} classes of {name})")
+
+
 def load_idx(name: str, folder: str) -> Dataset:
-  """Loads an MNIST-format dataset from a folder of the four IDX files."""
-  arrays = [read_idx(os.path.join(folder, f)) for f in IDX_FILES]
+  """Loads an MNIST-format dataset from a folder of the four IDX files; ConfigError if bad."""
+  paths = [os.path.join(folder, f) for f in IDX_FILES]
+  arrays = [read_idx(p) for p in paths]
+  _check_idx_pair(arrays[0], arrays[1], paths[0], paths[1])
+  _check_idx_pair(arrays[2], arrays[3], paths[2], paths[3])
+  if arrays[2].shape[1:] != arrays[0].shape[1:]:
+    raise ConfigError(f"{paths[2]}: images of {arrays[2].shape[1:]} pixels; expected "
+                      f"{arrays[0].shape[1:]} like {paths[0]}")
   info = DATASETS.get(name, dict(mean=(0.5,), std=(0.5,), classes=int(arrays[1].max()) + 1))
+  _check_labels(arrays[1], info["classes"], name, paths[1])
+  _check_labels(arrays[3], info["classes"], name, paths[3])
   return Dataset(name, arrays[0][..., None], arrays[1].astype(np.int32), arrays[2][..., None],
                  arrays[3].astype(np.int32), info["classes"], tuple(info["mean"]),
                  tuple(info["std"]))
@@ -101,12 +168,31 @@ def _tfds_split(source) -> tuple[np.ndarray, np.ndarray]:
   return images, labels
 
 
+def _tfds_mocked(tfds) -> bool:
+  """The ``tensorflow_datasets`` module → whether ``tfds.testing.mock_data`` is active."""
+  # mock_data replaces DatasetBuilder.download_and_prepare by a no-op of its own module.
+  prepare = tfds.core.DatasetBuilder.download_and_prepare
+  return getattr(prepare, "__module__", "").startswith("tensorflow_datasets.testing")
+
+
 def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
-  """Loads a prepared TFDS image-classification dataset (train and test splits)."""
+  """Loads a prepared TFDS image-classification dataset (train and test splits).
+
+  Raises ConfigError at once, before any download or write, when it is not prepared in
+  ``data_dir``.
+  """
   import tensorflow_datasets as tfds  # imported lazily: slow, and only this path needs it
 
-  source = lambda split: tfds.data_source(name, split=split, data_dir=data_dir or None)
   builder = tfds.builder(name, data_dir=data_dir or None)
+  # Under tfds.testing.mock_data, is_prepared() is False (the mock's metadata folder holds no
+  # dataset_info.json) while data_source serves fake examples: skip the check only there.
+  if not builder.is_prepared() and not _tfds_mocked(tfds):
+    raise ConfigError(f"TFDS dataset {name!r} is not prepared: found nothing at "
+                      f"{builder.data_dir}; expected it prepared once offline from the genuine "
+                      "archive (set data.manual_dir, see docs/reproducing.md)")
+  # download=False: never reach for the network, even if the check above were wrong.
+  source = lambda split: tfds.data_source(name, split=split, data_dir=data_dir or None,
+                                          download=False)
   num_classes = builder.info.features["label"].num_classes
   x_train, y_train = _tfds_split(source("train"))
   x_test, y_test = _tfds_split(source("test"))
@@ -148,8 +234,20 @@ def load(data_config) -> Dataset:
     # A fixed, class-balanced subset of the training split for CPU-size runs.
     keep = balanced_subset(ds.train_labels, ds.num_classes, data_config.train_subset,
                            data_config.subset_seed)
-    ds = ds._replace(train_images=ds.train_images[keep], train_labels=ds.train_labels[keep])
-  return ds
+    ds = ds._replace(train_images=ds.train_images[keep], train_labels=ds.train_labels[keep],
+                     train_subset=int(data_config.train_subset))
+  return ds._replace(digest=dataset_digest(ds))
+
+
+def dataset_digest(ds: Dataset) -> str:
+  """Dataset → 16 hex digits of sha256 over its arrays, name, classes and train_subset."""
+  arrays = (ds.train_images, ds.train_labels, ds.test_images, ds.test_labels)
+  meta = dict(name=ds.name, num_classes=int(ds.num_classes), train_subset=int(ds.train_subset),
+              arrays=[[a.dtype.str, list(a.shape)] for a in arrays])
+  h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+  for a in arrays:
+    h.update(np.ascontiguousarray(a).data)
+  return h.hexdigest()[:16]
 
 
 def balanced_subset(labels: np.ndarray, num_classes: int, size: int, seed: int) -> np.ndarray:
