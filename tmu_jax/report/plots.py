@@ -1,4 +1,10 @@
-"""Plots a person would rather look at than read: per-class gaps, the |D_f| curve, features."""
+"""Plots a person would rather look at than read: per-class gaps, the |D_f| curve, TMU features,
+the L2UL k and continual curves, the λ/lr trade-off.
+
+Each function draws from results.json data, saves the figure atomically to ``path`` (a reader
+sees the old PNG or the new one, never half of one) and returns ``path``, or None when the data
+hold nothing to draw.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +17,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tmu_jax import features as features_lib  # noqa: E402
+from tmu_jax import workdir as workdir_lib  # noqa: E402
+from tmu_jax.report.markdown import number, numbers  # noqa: E402
+from tmu_jax.report.tables import main_methods  # noqa: E402
 
 FEATURE_NAMES = ("NF", "AF", "CF")
+
+
+def _nan(v) -> float:
+  """A plotted value: None (null in results.json), NaN and inf all become NaN (a gap)."""
+  return np.nan if number(v) is None else float(v)
 
 
 def gap_by_class(runs: list[dict], path: str) -> str | None:
   """Grouped bars: mean gap Δ (over seeds) per forget class, one bar per method (the paper's
   methods and ours; ablation variants stay in the report's tables)."""
-  from tmu_jax import paper_tables  # pylint: disable=import-outside-toplevel
-  methods = [m for m in dict.fromkeys(n for r in runs for n in ["original", *r["methods"]])]
-  main = [m for m in methods if m == "original" or m in paper_tables.MAIN]
+  methods = list(dict.fromkeys(n for r in runs for n in ["original", *r["methods"]]))
+  main = ["original", *main_methods(runs)]
   methods = main if len(main) > 1 else methods
   classes = sorted({r["forget_class"] for r in runs})
   if not classes or not methods:
@@ -30,8 +42,7 @@ def gap_by_class(runs: list[dict], path: str) -> str | None:
   for r in runs:
     for m in methods:
       model = r["original"] if m == "original" else r["methods"].get(m, {})
-      if "gap" in model:
-        gaps[(m, r["forget_class"])].append(model["gap"])
+      gaps[(m, r["forget_class"])] += numbers([model.get("gap")])
   width = 0.8 / len(methods)
   fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(classes) + 2), 4))
   for i, m in enumerate(methods):
@@ -56,8 +67,8 @@ def forget_size_curve(runs: list[dict], path: str) -> str | None:
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
   for m in methods:
     for ax, key in ((ax1, "gap"), (ax2, "label_acc")):
-      ys = [np.mean([r["methods"][m][key] for r in runs if r["forget_size"] == s
-                     and key in r["methods"].get(m, {})] or [np.nan]) for s in sizes]
+      ys = [np.mean(numbers(r["methods"].get(m, {}).get(key) for r in runs
+                            if r["forget_size"] == s) or [np.nan]) for s in sizes]
       if not all(np.isnan(ys)):
         ax.plot(sizes, ys, marker="o", label=m)
   ax1.set(xlabel="|D_f|", ylabel="gap Δ (points)", title="gap to gold vs forget-set size")
@@ -69,11 +80,18 @@ def forget_size_curve(runs: list[dict], path: str) -> str | None:
   return _save(fig, path)
 
 
+def standardise(x: np.ndarray) -> np.ndarray:
+  """(x − mean) / max(std, 1e-8) per column, statistics of ``x`` itself (the twin set, §2.3):
+  the label classifier's own standardisation, float64 (n, d) -> float32 (n, d)."""
+  x = np.asarray(x, np.float64)
+  return ((x - x.mean(0)) / np.maximum(x.std(0), 1e-8)).astype(np.float32)
+
+
 def feature_histograms(npz_path: str, path: str) -> str | None:
   """Histogram of each standardised twin feature for easy vs hard twin samples."""
-  f = np.load(npz_path)
-  twin, easy = f["twin"], f["twin_easy"].astype(bool)
-  z = features_lib.Standardizer.fit(twin)(twin)
+  with np.load(npz_path) as f:
+    twin, easy = f["twin"], f["twin_easy"].astype(bool)
+  z = standardise(twin)
   fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
   for i, ax in enumerate(axes):
     bins = np.linspace(z[:, i].min(), z[:, i].max() + 1e-6, 30)
@@ -95,8 +113,8 @@ def k_curve(runs: list[dict], path: str) -> str | None:
   for ax, key, title in zip(axes, ("acc_forget", "acc_retain", "acc_test"),
                             ("Acc_Df (lower = forgotten)", "Acc_Dr", "Acc_test")):
     for n in names:
-      ys = [np.mean([(r["original"] if n == "original" else r["methods"].get(n, {})).get(
-          key, np.nan) for r in runs if r["forget_size"] == k]) for k in ks]
+      ys = [np.mean([_nan((r["original"] if n == "original" else r["methods"].get(n, {})).get(
+          key)) for r in runs if r["forget_size"] == k]) for k in ks]
       ax.plot(ks, ys, marker="o", label=n, ls="--" if n == "original" else "-")
     ax.set(xlabel="k (instances to forget)", ylabel="%", title=title, xscale="log")
   axes[0].legend(fontsize=7, ncol=2)
@@ -114,8 +132,8 @@ def continual_curve(runs: list[dict], path: str) -> str | None:
   for ax, key, title in zip(axes, ("acc_forget_all", "acc_retain", "acc_test"),
                             ("Acc on D_f of all rounds so far", "Acc_Dr", "Acc_test")):
     for n in names:
-      ys = [(by_round[t]["original"] if n == "original" else
-             by_round[t]["methods"].get(n, {})).get(key, np.nan) for t in rounds]
+      ys = [_nan((by_round[t]["original"] if n == "original" else
+                  by_round[t]["methods"].get(n, {})).get(key)) for t in rounds]
       ax.plot(rounds, ys, marker="o", label=n, ls="--" if n == "original" else "-")
     ax.set(xlabel="round", ylabel="%", title=title, xticks=rounds)
   axes[0].legend(fontsize=7)
@@ -134,20 +152,23 @@ def tradeoff(points: list[dict], path: str, x: str = "acc_test", y: str = "acc_f
     ax.axvspan(reference - 5, reference, color="0.9", label="within 5 points")
   for lr in sorted({p["lr"] for p in points}):
     sel = sorted([p for p in points if p["lr"] == lr], key=lambda p: p["lam"])
-    ax.plot([p[x] for p in sel], [p[y] for p in sel], marker="o", label=f"lr={lr:g}")
+    ax.plot([_nan(p[x]) for p in sel], [_nan(p[y]) for p in sel], marker="o", label=f"lr={lr:g}")
     for p in sel:
-      ax.annotate(f"λ={p['lam']:g}", (p[x], p[y]), fontsize=7, xytext=(3, 3),
-                  textcoords="offset points")
+      if number(p[x]) is not None and number(p[y]) is not None:
+        ax.annotate(f"λ={p['lam']:g}", (p[x], p[y]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
   ax.set(xlabel=x, ylabel=y, title="L2UL trade-off over λ and lr")
   ax.legend(fontsize=8)
   return _save(fig, path)
 
 
 def _save(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  try:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.tight_layout()
+    workdir_lib.atomic_savefig(fig, path, dpi=110)
+  finally:
+    plt.close(fig)
   return path
 
 
@@ -168,13 +189,11 @@ def write_all(workdir: str, results: dict) -> list[str]:
                        os.path.join(plots, "l2ul_k.png")))
     out.append(continual_curve([r for r in instance if "round" in r],
                                os.path.join(plots, "l2ul_continual.png")))
-  for r in runs:
-    for name, m in r.get("methods", {}).items():
-      if m.get("features_file") and os.path.exists(os.path.join(workdir, m["features_file"])):
-        out.append(feature_histograms(os.path.join(workdir, m["features_file"]),
-                                      os.path.join(plots, f"features_{name}.png")))
-        break
-    else:
-      continue
-    break
+  features = [(name, m["features_file"]) for r in runs for name, m in r.get("methods", {}).items()
+              if m.get("features_file")
+              and os.path.exists(os.path.join(workdir, m["features_file"]))]
+  if features:  # the first TMU method that saved its features
+    name, rel = features[0]
+    out.append(feature_histograms(os.path.join(workdir, rel),
+                                  os.path.join(plots, f"features_{name}.png")))
   return [p for p in out if p]
