@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tmu_jax.batched import batched
+
 LogitsFn = Callable[[jax.Array], jax.Array]      # f32[B, H, W, C] -> f32[B, K]
 InitFn = Callable[[jax.Array, jax.Array], jax.Array]     # (key, x) -> x_start
 StepFn = Callable[[jax.Array, jax.Array], jax.Array]     # (x_adv, grad) -> x_adv
@@ -85,10 +87,17 @@ def _objective(logits_fn: LogitsFn, x: jax.Array, labels: jax.Array, targeted: b
 
 
 def linf_init(eps: float, random_start: bool = True) -> InitFn:
-  """Start uniformly in the L∞ ball (each pixel ± U[0, eps]), or at x."""
+  """Start uniformly in the L∞ ball (each pixel ± U[0, eps]), or at x.
+
+  ``key`` is one key for the batch, or a key per example (shape [B]): then each example's start
+  depends on its own key only, whatever batch it is attacked in.
+  """
   def init(key, x):
     if not random_start:
       return x
+    if key.ndim == 1:
+      noise = jax.vmap(lambda k, xi: jax.random.uniform(k, xi.shape, xi.dtype, -eps, eps))
+      return x + noise(key, x)
     return x + jax.random.uniform(key, x.shape, x.dtype, -eps, eps)
   return init
 
@@ -206,8 +215,8 @@ def l2ul_adversarial_set(logits_fn: LogitsFn, x_forget: jax.Array, y_forget: jax
   Each forget image is repeated ``num_adv`` times (rows i·num_adv … (i+1)·num_adv − 1 come from
   image i), given a random target ≠ its label, and attacked by targeted L2 PGD from a random
   start; the label of each example is its target. Targets and start points are drawn for the
-  whole set first, so ``chunk_size`` (attack at most that many rows at a time, zero-padding the
-  last chunk, one compiled ``lax.map`` body) changes memory use but not the randomness.
+  whole set first, so ``chunk_size`` (attack at most that many rows at a time through
+  :func:`tmu_jax.batched.batched`, one compiled body) changes memory use but not the randomness.
   """
   if operator.index(num_adv) < 1:
     raise ValueError(f"l2ul_adversarial_set: num_adv must be >= 1, got {num_adv}")
@@ -224,20 +233,11 @@ def l2ul_adversarial_set(logits_fn: LogitsFn, x_forget: jax.Array, y_forget: jax
     return jax.lax.stop_gradient(x_rep), targets
   x_start = l2_init(eps)(k_start, x_rep)
 
-  attack = lambda xs: pgd_loop(logits_fn, xs[0], xs[1], xs[2], step_fn=l2_step(step_size),
-                               project_fn=l2_project(eps), steps=steps, targeted=True)
-  n = x_rep.shape[0]
-  if chunk_size is None or chunk_size >= n:
-    return attack((x_rep, targets, x_start)), targets
-  num_chunks = -(-n // chunk_size)
-  pad = num_chunks * chunk_size - n
-
-  def chunked(a):
-    a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-    return a.reshape((num_chunks, chunk_size) + a.shape[1:])
-
-  x_adv = jax.lax.map(attack, (chunked(x_rep), chunked(targets), chunked(x_start)))
-  return x_adv.reshape((-1,) + x_rep.shape[1:])[:n], targets
+  attack = lambda xs, ts, starts, valid: pgd_loop(
+      logits_fn, xs, ts, starts, step_fn=l2_step(step_size), project_fn=l2_project(eps),
+      steps=steps, targeted=True)
+  chunk = x_rep.shape[0] if chunk_size is None else chunk_size
+  return batched(attack, x_rep, targets, x_start, chunk=chunk), targets
 
 
 # --------------------------------------------------------------------------- TMU's AF

@@ -1,7 +1,9 @@
 """Config validation: every field is checked before any work starts.
 
 Each failure is one sentence naming the field, the value it had and what would be valid; the
-launcher prints it and exits with code 2 (never a traceback from inside JAX or TFDS).
+launcher prints it and exits with code 2 (never a traceback from inside JAX or TFDS). Method
+sections are checked by their registered typed settings (:mod:`tmu_jax.schema`), so a method's
+fields are validated where they are declared.
 """
 
 from __future__ import annotations
@@ -9,48 +11,16 @@ from __future__ import annotations
 import numbers
 import os
 
-from tmu_jax import data as data_lib
-from tmu_jax import models
+from tmu_jax import data as data_lib, methods, models, protocol, schema
+from tmu_jax.errors import ConfigError
+from tmu_jax.workdir import check_writable
 
-
-class ConfigError(ValueError):
-  """A config field holds a value that cannot work."""
+__all__ = ["ConfigError", "check_against_data", "check_config", "check_workdir",
+           "check_writable_dirs"]
 
 
 def _fail(field: str, value, valid: str):
   raise ConfigError(f"config field {field} = {value!r} is not valid: {valid}")
-
-
-def _int(c, field: str, lo: int | None = None, hi: int | None = None):
-  value = _get(c, field)
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-    _fail(field, value, "expected an integer")
-  if (lo is not None and value < lo) or (hi is not None and value > hi):
-    rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-    _fail(field, value, f"expected an integer in {rng}")
-  return value
-
-
-def _float(c, field: str, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False, hi_open: bool = False):
-  value = _get(c, field)
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
-    _fail(field, value, "expected a number")
-  bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
-  bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
-  if bad_lo or bad_hi:
-    left = "(" if lo_open else "["
-    right = ")" if hi_open else "]"
-    _fail(field, value, f"expected a number in {left}{lo if lo is not None else '-inf'}, "
-          f"{hi if hi is not None else 'inf'}{right}")
-  return value
-
-
-def _choice(c, field: str, choices):
-  value = _get(c, field)
-  if value not in choices:
-    _fail(field, value, f"expected one of {', '.join(map(str, choices))}")
-  return value
 
 
 def _get(c, field: str):
@@ -62,29 +32,70 @@ def _get(c, field: str):
   return node
 
 
+def _check(c, field: str, check: schema.Check):
+  """One field against a schema check (the same rules as method settings)."""
+  return schema.check_value(check, field, _get(c, field))
+
+
+def _int(c, field: str, lo=None, hi=None):
+  return _check(c, field, schema.Check("int", lo, hi))
+
+
+def _float(c, field: str, lo=None, hi=None, lo_open=False, hi_open=False):
+  return _check(c, field, schema.Check("float", lo, hi, lo_open, hi_open))
+
+
+def _choice(c, field: str, choices):
+  return _check(c, field, schema.Check("str", choices=tuple(choices)))
+
+
+def _bool(c, field: str):
+  return _check(c, field, schema.Check("bool"))
+
+
+def _ints(c, field: str, lo: int, hi: int | None = None) -> tuple:
+  values = tuple(_get(c, field))
+  for v in values:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo or (
+        hi is not None and v > hi):
+      rng = f"[{lo}, {hi}]" if hi is not None else f"≥ {lo}"
+      _fail(field, values, f"expected integers {rng}")
+  return values
+
+
 def check_workdir(workdir: str) -> str:
   """The absolute workdir, created if needed; ConfigError if it cannot hold results."""
   if not workdir:
     raise ConfigError("--workdir is empty: give a folder for results and checkpoints")
-  path = os.path.abspath(os.path.expanduser(workdir))
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise ConfigError(f"--workdir {workdir!r} is an existing file, not a folder")
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    raise ConfigError(f"--workdir {workdir!r} cannot be created: {e.strerror}") from None
-  if not os.access(path, os.W_OK):
-    raise ConfigError(f"--workdir {workdir!r} is not writable")
-  return path
+  return check_writable(os.path.abspath(os.path.expanduser(workdir)), "--workdir")
+
+
+def check_writable_dirs(c, workdir: str) -> None:
+  """The model cache folder can be written (checked before any training)."""
+  check_writable(protocol.cache_dir(c, workdir),
+                 "cache_dir" if c.cache_dir else "--workdir (its cache/ folder)")
 
 
 def check_config(c) -> None:
   """Checks every field that can be checked without loading data."""
   _int(c, "seed", 0)
+  _bool(c, "verbose")
+  _check_data(c)
+  _choice(c, "model.name", models.available())
+  protocol.recipe_of(c)  # every train.* field, by the Recipe schema
+  _int(c, "num_devices", 0)
+  _check_experiment(c)
+  _check_methods(c)
+  _check_devices(c)
+
+
+def _check_data(c) -> None:
   _float(c, "data.holdout_fraction", 0.0, 1.0, hi_open=True)
-  _choice(c, "data.scenario", data_lib.SCENARIOS)
+  scenario = _choice(c, "data.scenario", data_lib.SCENARIOS)
   _int(c, "data.forget_size", 1)
   _int(c, "data.train_subset", 0)
+  _int(c, "data.subset_seed", 0)
+  _choice(c, "data.mode", ("misclassify", "relabel"))
   name = _get(c, "data.name")
   known = data_lib.DATASETS.get(name)
   source = _get(c, "data.source") or (known["source"] if known else "tfds")
@@ -103,94 +114,45 @@ def check_config(c) -> None:
     manual = _get(c, "data.manual_dir")
     if manual and not os.path.isdir(manual):
       _fail("data.manual_dir", manual, "expected an existing folder holding the dataset archive")
-  if known is not None and c.data.scenario != "instance":
+  if known is not None and scenario != "instance":
     _int(c, "data.forget_class", 0, known["classes"] - 1)
-  for cls in _get(c, "experiment.forget_classes"):
-    if known is not None and not (isinstance(cls, int) and 0 <= cls < known["classes"]):
-      _fail("experiment.forget_classes", tuple(c.experiment.forget_classes),
-            f"every class must be an integer in [0, {known['classes'] - 1}]")
-  for s in _get(c, "experiment.seeds"):
-    if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-      _fail("experiment.seeds", tuple(c.experiment.seeds), "expected non-negative integers")
-  _choice(c, "model.name", models.available())
-  _int(c, "train.epochs", 1)
-  _int(c, "train.batch_size", 1)
-  _choice(c, "train.optimizer", ("sgd", "adam"))
-  _float(c, "train.lr", 0.0, lo_open=True)
-  _float(c, "train.momentum", 0.0, 1.0, hi_open=True)
-  _float(c, "train.weight_decay", 0.0)
-  _choice(c, "train.schedule", ("step", "constant", "cosine"))
-  _int(c, "train.save_every_epochs", 1)
-  _int(c, "train.eval_batch_size", 1)
-  _int(c, "num_devices", 0)
-  _check_methods(c)
-  _check_devices(c)
-  _check_l2ul(c)
+    _ints(c, "experiment.forget_classes", 0, known["classes"] - 1)
 
 
-def _check_l2ul(c) -> None:
-  """Fields of the instance scenario, size sweeps, continual rounds and the L2UL sections."""
-  if "mode" in c.data:
-    _choice(c, "data.mode", ("misclassify", "relabel"))
-  if "forget_sizes" in c.experiment:
-    sizes = tuple(_get(c, "experiment.forget_sizes"))
-    if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in sizes):
-      _fail("experiment.forget_sizes", sizes, "expected positive integers (|D_f| or k)")
-  if "rounds" in c.experiment:
-    rounds = _int(c, "experiment.rounds", 1)
-    if rounds > 1 and c.data.scenario != "instance":
-      _fail("experiment.rounds", rounds, "continual rounds need data.scenario = 'instance'")
-  if "gold" in c.experiment and not isinstance(_get(c, "experiment.gold"), bool):
-    _fail("experiment.gold", c.experiment.gold, "expected True or False")
-  for name in _get(c, "experiment.methods"):
-    section = c.methods[name]
-    if section.get("base", name) == "l2ul" or name == "l2ul":
-      from tmu_jax.methods import l2ul  # pylint: disable=import-outside-toplevel
-      _choice(c, f"methods.{name}.case", l2ul.CASES)
-      if "forget_loss" in section:
-        _choice(c, f"methods.{name}.forget_loss", l2ul.FORGET_LOSSES)
-      for key in ("num_adv", "adv_steps", "adv_batch_size", "retain_batch_size",
-                  "collapse_every", "probe_size", "mas_chunk", "adv_chunk"):
-        if key in section:
-          _int(c, f"methods.{name}.{key}", 1)
-      for key in ("eps", "adv_step", "lam", "weight_decay"):
-        if key in section:
-          _float(c, f"methods.{name}.{key}", 0.0)
-      if "collapse_share" in section:
-        _float(c, f"methods.{name}.collapse_share", 0.0, 1.0, lo_open=True)
-    if name == "scrub" or section.get("base", name) == "scrub":
-      _int(c, f"methods.{name}.msteps", 0)
-      _float(c, f"methods.{name}.temperature", 0.0, lo_open=True)
-      _float(c, f"methods.{name}.gamma", 0.0)
-    if name == "salun" or section.get("base", name) == "salun":
-      _float(c, f"methods.{name}.mask_fraction", 0.0, 1.0, lo_open=True)
+def _check_experiment(c) -> None:
+  _ints(c, "experiment.forget_classes", 0)
+  _ints(c, "experiment.seeds", 0)
+  _ints(c, "experiment.forget_sizes", 1)
+  _int(c, "experiment.mia_samples", 1)
+  rounds = _int(c, "experiment.rounds", 1)
+  if rounds > 1 and c.data.scenario != "instance":
+    _fail("experiment.rounds", rounds, "continual rounds need data.scenario = 'instance'")
+  _bool(c, "experiment.gold")
+  names = tuple(_get(c, "experiment.methods"))
+  for r in tuple(_get(c, "experiment.recompute")):
+    if r != "all" and r not in names:
+      _fail("experiment.recompute", tuple(c.experiment.recompute),
+            f"expected 'all' or names from experiment.methods ({', '.join(names)})")
 
 
 def _check_methods(c) -> None:
-  from tmu_jax import methods  # pylint: disable=import-outside-toplevel
-  names = methods.available()
+  """Each method of experiment.methods exists and its section parses by its settings schema."""
+  valid = methods.available()
   for name in _get(c, "experiment.methods"):
-    base = c.methods[name].get("base", name) if name in c.methods else name
-    if base not in names:
+    section = c.methods[name] if name in c.methods else None
+    base = methods.base_of(name, section)
+    if base not in valid:
       _fail("experiment.methods", tuple(c.experiment.methods),
-            f"{name!r} is not a method; valid: {', '.join(names)}")
-    if name not in c.methods:
+            f"{name!r} is not a method; valid: {', '.join(valid)} (or a section with a base)")
+    if section is None:
       raise ConfigError(f"config section methods.{name} is missing (see configs/default.py)")
-    section = c.methods[name]
-    for key in ("epochs", "max_steps", "batch_size", "forget_batch_size"):
-      if key in section:
-        _int(c, f"methods.{name}.{key}", 1)
-    if "lr" in section:
-      _float(c, f"methods.{name}.lr", 0.0, lo_open=True)
-    for key in ("retain_fraction", "alpha", "fraction"):
-      if key in section:
-        _float(c, f"methods.{name}.{key}", 0.0, 1.0)
+    schema.parse(methods.get(base).settings, section, f"methods.{name}")
 
 
 def _check_tfds_name(name: str) -> None:
   if name in data_lib.DATASETS:
     return
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (slow import)
   try:
     tfds.builder_cls(name)
   except tfds.core.registered.DatasetNotFoundError:
@@ -199,7 +161,7 @@ def _check_tfds_name(name: str) -> None:
 
 
 def _check_devices(c) -> None:
-  import jax
+  import jax  # pylint: disable=import-outside-toplevel
   available = len(jax.devices())
   n = c.num_devices or available
   if n > available:
@@ -209,22 +171,36 @@ def _check_devices(c) -> None:
 
 
 def check_against_data(c, num_classes: int, labels) -> None:
-  """Checks the fields that depend on the loaded dataset (class range, forget size)."""
+  """Checks the fields that depend on the loaded dataset (class range, forget sizes, and what
+  the methods need of the split: TMU needs class-c samples in the pool and in D_r)."""
   classes = list(c.experiment.forget_classes) or [c.data.forget_class]
+  needs = {n for name in c.experiment.methods
+           for n in methods.get(methods.base_of(name, c.methods[name])).needs}
+  tmu_like = [name for name in c.experiment.methods
+              if methods.get(methods.base_of(name, c.methods[name])).group == "tmu"]
   for cls in classes:
     if c.data.scenario != "instance" and not 0 <= cls < num_classes:
       field = "experiment.forget_classes" if c.experiment.forget_classes else "data.forget_class"
       _fail(field, cls, f"expected a class in [0, {num_classes - 1}]")
     if c.data.scenario == "class":
       continue
-    sizes = tuple(c.experiment.get("forget_sizes", ()))
-    rounds = c.experiment.get("rounds", 1)
+    sizes = tuple(c.experiment.forget_sizes)
+    rounds = c.experiment.rounds
     for size in sizes or (c.data.forget_size,):
       field = "experiment.forget_sizes" if sizes else "data.forget_size"
       try:
-        data_lib.make_split(labels, num_classes, scenario=c.data.scenario, forget_class=cls,
-                            forget_size=size * rounds, holdout_fraction=c.data.holdout_fraction,
-                            seed=c.seed)
+        split = data_lib.make_split(labels, num_classes, scenario=c.data.scenario,
+                                    forget_class=cls, forget_size=size * rounds,
+                                    holdout_fraction=c.data.holdout_fraction, seed=c.seed)
       except ValueError as e:
         what = f"{size} × {rounds} rounds" if rounds > 1 else size
         _fail(field, sizes or c.data.forget_size, f"|D_f| = {what}: {e}")
+      if "pool" in needs and c.data.scenario == "subclass" and not (
+          labels[split.holdout] == cls).any():
+        _fail("data.holdout_fraction", c.data.holdout_fraction,
+              f"methods {', '.join(tmu_like) or 'that use the pool'} need class-{cls} samples "
+              "in the holdout pool (TMU's twin data): use a fraction > 0")
+      if tmu_like and c.data.scenario == "subclass" and not (labels[split.retain] == cls).any():
+        _fail(field, sizes or c.data.forget_size,
+              f"|D_f| takes every class-{cls} training sample, so D_r has none and "
+              f"{', '.join(tmu_like)} cannot compute NF (use a smaller forget size)")

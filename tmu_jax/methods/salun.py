@@ -4,45 +4,44 @@ Saliency = |∂(−CE(D_f))/∂θ|, the gradient of the mean forget loss over th
 The mask keeps the top ``mask_fraction`` of weights under one **global** threshold over all
 parameters (as SalUn's code, which concatenates every gradient before thresholding), so a tensor
 may keep anything from none to all of its weights. Then random labeling (D_f relabelled ≠ y each
-epoch, mixed with D_r, like ``random_label``) where only masked weights move:
-``StepSpec(masked_update=True)`` multiplies every update (weight decay included) by the mask.
+epoch, mixed with D_r, like ``random_label``) where only masked weights move: the optimizer
+ends with :func:`tmu_jax.train.optim.scale_by_mask`, which multiplies every update (weight decay
+and momentum included) by the mask, so masked-out weights stay bit-identical.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tmu_jax import data as data_lib, engine
-from tmu_jax.methods import Context, register, retain_subset, start_from
-from tmu_jax.methods.baselines import relabel_stream
+from tmu_jax import data as data_lib, schema, train
+from tmu_jax.batched import batched
+from tmu_jax.methods.common import (Context, OptimizerSettings, Result, fit_result,
+                                    relabel_stream, retain_subset)
+from tmu_jax.methods.registry import register
 
-PyTree = engine.PyTree
+PyTree = train.state.PyTree
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk"))
-def _forget_grad(apply_fn, variables, x, y, chunk: int) -> PyTree:
-  """∂ mean_i CE(f(x_i), y_i) / ∂θ over all of x uint8/f32[N, ...], ``chunk`` rows at a time."""
+@functools.partial(jax.jit, static_argnames=("model", "chunk"))
+def forget_gradient(model: nn.Module, variables: dict, x: jax.Array, y: jax.Array,
+                    chunk: int = 256) -> PyTree:
+  """∂ mean_i CE(f(x_i), y_i) / ∂θ over all of x uint8/f32[N, ...] (eval mode), a params tree."""
   n = x.shape[0]
-  pad = -n % chunk
-  xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((-1, chunk) + x.shape[1:])
-  ys = jnp.pad(y, (0, pad)).reshape(-1, chunk)
-  ms = (jnp.arange(n + pad) < n).astype(jnp.float32).reshape(-1, chunk)
 
-  def loss(params, xb, yb, mb):
-    logits, _ = apply_fn({**variables, "params": params}, data_lib.to_float(xb), train=False)
-    return jnp.sum(mb * engine.cross_entropy(logits, dict(label=yb))) / n
+  def chunk_grad(xb, yb, valid):
+    def loss(params):
+      logits, _ = model.apply({**variables, "params": params}, data_lib.to_float(xb),
+                              train=False)
+      return jnp.sum(valid * train.cross_entropy(logits, dict(label=yb))) / n
+    return jax.grad(loss)(variables["params"])
 
-  def body(acc, batch):
-    g = jax.grad(loss)(variables["params"], *batch)
-    return jax.tree.map(jnp.add, acc, g), None
-
-  total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, variables["params"]), (xs, ys, ms))
-  return total
+  return batched(chunk_grad, x, y, chunk=chunk, reduce=True)
 
 
 def saliency_mask(grads: PyTree, fraction: float) -> PyTree:
@@ -55,23 +54,31 @@ def saliency_mask(grads: PyTree, fraction: float) -> PyTree:
   return jax.tree.map(lambda g: (jnp.abs(g) >= threshold).astype(jnp.float32), grads)
 
 
-@register("salun")
-def salun(ctx: Context, cfg):
+@dataclasses.dataclass(frozen=True)
+class Salun(OptimizerSettings):
+  """Like random_label, with a saliency mask."""
+  mask_fraction: float = schema.field(0.5, lo=0.0, hi=1.0, lo_open=True,
+                                      doc="share of weights kept (global threshold)")
+  epochs: int = schema.field(5, lo=1)
+  retain_fraction: float = schema.field(1.0, lo=0.0, hi=1.0, lo_open=True)
+
+
+@register("salun", Salun, group="baseline")
+def salun(ctx: Context, s: Salun) -> Result:
   """SalUn: saliency mask from D_f's gradient at M_o, then masked random labeling."""
   forget = ctx.problem.split.forget
   x_f, y_f = ctx.problem.take(forget)
   # −CE and CE have the same |gradient|: the sign does not change the mask.
-  grads = _forget_grad(ctx.original.apply_fn, ctx.original.variables, x_f, y_f,
-                       min(256, len(forget)))
-  mask = saliency_mask(grads, cfg.mask_fraction)
-  retain = retain_subset(ctx, cfg.retain_fraction, jax.random.fold_in(ctx.key, 1))
-  stream = relabel_stream(ctx, retain, forget, np.zeros(0, np.int64), cfg.batch_size)
-  steps = cfg.epochs * math.ceil(stream.size / cfg.batch_size)
-  state = start_from(ctx.original, cfg, steps)
-  state, info = engine.fit(state, stream, epochs=cfg.epochs, key=ctx.key,
-                           spec=ctx.spec(masked_update=True), aux=dict(update_mask=mask),
-                           name="salun", verbose=ctx.verbose)
-  kept = sum(float(jnp.sum(m)) for m in jax.tree.leaves(mask))
-  total = sum(m.size for m in jax.tree.leaves(mask))
-  info["report"] = dict(mask_kept=100.0 * kept / total)
-  return state, info
+  grads = forget_gradient(ctx.model, ctx.original.variables, x_f, y_f, min(256, len(forget)))
+  mask = saliency_mask(grads, s.mask_fraction)
+  kept = 100.0 * sum(float(jnp.sum(m)) for m in jax.tree.leaves(mask)) / sum(
+      m.size for m in jax.tree.leaves(mask))  # before fit: the state holding the mask is donated
+  retain = retain_subset(ctx.problem, s.retain_fraction, jax.random.fold_in(ctx.key, 1))
+  stream = relabel_stream(ctx.problem, retain, forget, np.zeros(0, np.int64), s.batch_size)
+  opt = s.optimizer_for(s.epochs * train.steps_per_epoch((stream,)), masked=True)
+  state = train.start_from(ctx.original, opt)
+  state = state.replace(opt_state=train.optim.with_mask(state.opt_state, mask))
+  out = fit_result(train.fit(state, stream, spec=ctx.spec_for(opt), epochs=s.epochs,
+                             key=ctx.key, name="salun", verbose=ctx.verbose))
+  out.report["mask_kept"] = kept
+  return out

@@ -9,11 +9,13 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tmu_jax import attacks, data as data_lib, engine
+from tmu_jax import attacks, data as data_lib, train
+from tmu_jax.batched import batched
 
 
 @functools.partial(jax.jit, static_argnames=("k", "query_chunk", "ref_chunk"))
@@ -23,20 +25,20 @@ def nearest_distance(query: jax.Array, reference: jax.Array, k: int = 5, query_c
 
   ``query: f32[n, D]``, ``reference: f32[m, D]`` → ``f32[n]``. Memory is bounded by
   ``query_chunk × ref_chunk``: a running top-k (``lax.top_k``) is carried over reference chunks
-  by ``lax.scan``, and query chunks go through ``lax.map``; never an n×m matrix at once.
+  by ``lax.scan``, and query chunks go through :func:`~tmu_jax.batched.batched`; never an n×m
+  matrix at once.
   With fewer than ``k`` references, the mean is over all of them.
   """
-  n, d = query.shape
+  d = query.shape[1]
   m = reference.shape[0]
   k_eff = min(k, m)
-  q_pad = -n % query_chunk
   r_pad = -m % ref_chunk
-  queries = jnp.pad(query, ((0, q_pad), (0, 0))).reshape(-1, query_chunk, d)
   refs = jnp.pad(reference, ((0, r_pad), (0, 0))).reshape(-1, ref_chunk, d)
   ref_valid = (jnp.arange(m + r_pad) < m).reshape(-1, ref_chunk)
   ref_sq = jnp.sum(refs * refs, axis=-1)
 
-  def one_query_chunk(q):
+  def one_query_chunk(q, valid):
+    del valid
     q_sq = jnp.sum(q * q, axis=-1)
 
     def scan_ref(best, chunk):
@@ -51,61 +53,42 @@ def nearest_distance(query: jax.Array, reference: jax.Array, k: int = 5, query_c
     best, _ = jax.lax.scan(scan_ref, init, (refs, ref_sq, ref_valid))
     return jnp.mean(jnp.sqrt(best), axis=-1)
 
-  return jax.lax.map(one_query_chunk, queries).reshape(-1)[:n]
+  return batched(one_query_chunk, query, chunk=query_chunk)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-def nf_feature(state: engine.TrainState, x: jax.Array, x_remaining_c: jax.Array, *, k: int = 5,
-               batch_size: int = 1024, ref_chunk: int = 4096) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("model", "k", "batch_size", "ref_chunk"))
+def nf_feature(model: nn.Module, variables: dict, x: jax.Array, x_remaining_c: jax.Array, *,
+               k: int = 5, batch_size: int = 1024, ref_chunk: int = 4096) -> jax.Array:
   """NF (§2.2): mean of the k smallest distances between L2-normalised penultimate features
   of ``x`` and of the remaining samples of class c. f32[n]."""
-  _, phi_x = engine.predict(state.apply_fn, state.variables, x, batch_size)
-  _, phi_r = engine.predict(state.apply_fn, state.variables, x_remaining_c, batch_size)
+  _, phi_x = train.predict(model, variables, x, batch_size)
+  _, phi_r = train.predict(model, variables, x_remaining_c, batch_size)
   return nearest_distance(l2_normalize(phi_x), l2_normalize(phi_r), k=k, ref_chunk=ref_chunk)
 
 
-def af_feature(state: engine.TrainState, x: jax.Array, y: jax.Array, key: jax.Array, *,
+@functools.partial(jax.jit, static_argnames=("model", "eps", "steps", "batch_size"))
+def af_feature(model: nn.Module, variables: dict, x: jax.Array, y: jax.Array, key: jax.Array, *,
                eps: float, steps: int, batch_size: int = 1024) -> jax.Array:
-  """AF (§2.2): CE between clean and L∞-PGD adversarial predictions, −Σ p(x) log p(x_adv).
+  """AF (§2.2): CE between clean and L∞-PGD adversarial predictions, −Σ p(x) log p(x_adv). f32[n].
 
-  All samples are attacked in one jitted program per chunk of ``batch_size`` (the last chunk
-  padded, so one compilation serves all).
+  Example i's random start comes from ``fold_in(key, i)``, so AF does not depend on the batch
+  size or on which other samples are attacked alongside.
   """
-  n = x.shape[0]
-  bs = min(batch_size, n)
-  out = []
-  for i, lo in enumerate(range(0, n, bs)):
-    xb, yb = x[lo:lo + bs], y[lo:lo + bs]
-    pad = bs - xb.shape[0]
-    if pad:
-      xb = jnp.concatenate([xb, jnp.repeat(xb[:1], pad, axis=0)])
-      yb = jnp.concatenate([yb, jnp.repeat(yb[:1], pad, axis=0)])
-    out.append(_af_batch(state.variables, data_lib.to_float(xb), yb, jax.random.fold_in(key, i),
-                         _Apply(state.apply_fn), eps, steps)[: bs - pad])
-  return jnp.concatenate(out)
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x.shape[0]))
+  logits_fn = lambda z: model.apply(variables, z, train=False)[0]
+  run = lambda xb, yb, kb, valid: attacks.adversarial_feature(
+      logits_fn, data_lib.to_float(xb), yb, kb, eps=eps, steps=steps)
+  return batched(run, x, y, keys, chunk=batch_size)
 
 
-class _Apply(NamedTuple):
-  fn: object
-
-  def __hash__(self):
-    return hash(self.fn)
-
-
-@functools.partial(jax.jit, static_argnames=("apply", "eps", "steps"))
-def _af_batch(variables, x, y, key, apply, eps, steps):
-  logits_fn = lambda z: apply.fn(variables, z, train=False)[0]
-  return attacks.adversarial_feature(logits_fn, x, y, key, eps=eps, steps=steps)
-
-
-def per_sample_loss(state: engine.TrainState, x: jax.Array, y: jax.Array,
+def per_sample_loss(model: nn.Module, variables: dict, x: jax.Array, y: jax.Array,
                     batch_size: int = 1024) -> jax.Array:
-  """Cross-entropy of ``state`` on each (x, y): f32[n] (CF of §2.2 with the curriculum model)."""
-  logits, _ = engine.predict(state.apply_fn, state.variables, x, batch_size)
-  return engine.cross_entropy(logits, dict(label=y))
+  """Cross-entropy of the model on each (x, y): f32[n] (CF of §2.2 with the curriculum model)."""
+  return train.cross_entropy(train.logits(model, variables, x, batch_size), dict(label=y))
 
 
 class Standardizer(NamedTuple):

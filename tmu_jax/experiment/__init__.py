@@ -1,0 +1,65 @@
+"""The experiment: orchestration of runs (:mod:`.runs`), continual rounds (:mod:`.continual`),
+scoring against gold (:mod:`.scoring`), and method results with their cache (:mod:`.results`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+from tmu_jax import protocol, report, validate
+from tmu_jax.experiment.continual import run_continual
+from tmu_jax.experiment.runs import load_data, run_one, with_forget_size
+from tmu_jax.workdir import WorkdirLock
+
+__all__ = ["run"]
+
+
+def config_digest(config) -> str:
+  """A short digest of the whole config (names the results of another config in a workdir)."""
+  return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:12]
+
+
+def keep_other_results(workdir: str, digest: str) -> None:
+  """If ``workdir`` holds results of another config, keep them as results-<digest>.json."""
+  path = os.path.join(workdir, "results.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    return
+  old_digest = old.get("config_digest") if isinstance(old, dict) else None
+  if old_digest and old_digest != digest:
+    kept = os.path.join(workdir, f"results-{old_digest}.json")
+    os.replace(path, kept)
+    protocol.log(f"[experiment] {path} held another config's results: kept as {kept}")
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  """The whole experiment of ``config``: every (class, seed) run, then results and report."""
+  workdir = validate.check_workdir(workdir)
+  validate.check_config(config)
+  validate.check_writable_dirs(config, workdir)
+  with WorkdirLock(workdir):
+    t0 = time.perf_counter()
+    digest = config_digest(config)
+    keep_other_results(workdir, digest)
+    dataset = load_data(config)
+    classes = list(config.experiment.forget_classes) or [config.data.forget_class]
+    seeds = list(config.experiment.seeds) or [config.seed]
+    sizes = list(config.experiment.forget_sizes) or [config.data.forget_size]
+    runs = []
+    for seed in seeds:
+      for cls, size in [(c, n) for c in classes for n in sizes]:
+        sized = with_forget_size(config, size)
+        if config.experiment.rounds > 1:
+          runs.extend(run_continual(sized, workdir, dataset, cls, seed))
+        else:
+          runs.append(run_one(sized, workdir, dataset, cls, seed))
+        results = dict(config=json.loads(config.to_json_best_effort()), config_digest=digest,
+                       runs=runs, timing=dict(total_s=time.perf_counter() - t0))
+        report.write(workdir, results)  # after every run: nothing is lost on interruption
+  return results

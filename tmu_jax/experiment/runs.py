@@ -1,0 +1,177 @@
+"""Orchestration (METHODS §1, §5): data and splits, cached M_o and M_g, every method from M_o,
+scores against gold, results.json and the report after every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import zlib
+from typing import Any
+
+import jax
+import numpy as np
+
+from tmu_jax import data as data_lib, methods, protocol, schema, train, validate
+from tmu_jax.experiment.results import CompileTimer, MethodCache, method_key, public
+from tmu_jax.experiment.scoring import Reference, Scorer
+from tmu_jax.protocol import Problem
+
+
+@dataclasses.dataclass
+class Models:
+  """M_o (and its cache key) of one run, with what scores against gold."""
+  original: Any
+  original_key: str
+  scorer: Scorer
+  ref: Reference | None = None
+  gold_key: str = ""
+
+
+def load_data(config) -> data_lib.Dataset:
+  """Loads the configured dataset and checks the data-dependent fields."""
+  dataset = data_lib.load(config.data)
+  validate.check_against_data(config, dataset.num_classes, dataset.train_labels)
+  return dataset
+
+
+def make_problem(config, dataset: data_lib.Dataset, forget_class: int, seed: int) -> Problem:
+  """The run's split (METHODS §1) and its problem on device."""
+  split = data_lib.make_split(dataset.train_labels, dataset.num_classes,
+                              scenario=config.data.scenario, forget_class=forget_class,
+                              forget_size=config.data.forget_size,
+                              holdout_fraction=config.data.holdout_fraction, seed=seed)
+  return protocol.make_problem(dataset, split, forget_class, seed, config.data.mode)
+
+
+def settings_of(config, name: str):
+  """(registered MethodInfo, parsed settings) of the method section ``name``."""
+  section = config.methods[name] if name in config.methods else None
+  info = methods.get(methods.base_of(name, section))
+  return info, schema.parse(info.settings, section, f"methods.{name}")
+
+
+def apply_method(config, problem: Problem, models: Models, start, name: str, key: jax.Array,
+                 shared: dict) -> tuple[Any, dict[str, Any], methods.Result | None]:
+  """Runs method ``name`` from ``start`` (M_o, or the previous round's model).
+
+  Returns (state or None if it collapsed to a NaN loss, JSON-able entries: timings, steps, the
+  method's report and metadata, the Result).
+  """
+  info, settings = settings_of(config, name)
+  recipe = protocol.recipe_of(config)
+  ctx = methods.Context(problem=problem, original=start, model=models.scorer.model,
+                        spec=protocol.train_spec(config, models.scorer.model, problem.dataset,
+                                                 recipe),
+                        recipe=recipe, key=key, original_key=models.original_key,
+                        shared=shared, verbose=config.verbose)
+  # A config section named after its registered method is that method; any other section
+  # (an ablation variant such as tmu_plus_random) is not a main-table ("paper") method.
+  meta = dict(group=info.group, paper=info.paper and name == info.name, base=info.name)
+  t0 = time.perf_counter()
+  with CompileTimer() as compile_timer:
+    try:
+      result = info.fn(ctx, settings)
+      jax.block_until_ready(result.state.params)
+    except train.NonFiniteLoss as e:
+      return None, dict(meta, note=f"collapsed: {e}", failed=True), None
+  out = dict(meta, time_s=time.perf_counter() - t0 - compile_timer.seconds,
+             compile_s=compile_timer.seconds, steps=result.steps,
+             stopped_early=bool(result.stopped))
+  out.update(result.report)
+  return result.state, out, result
+
+
+def run_method(config, workdir: str, problem: Problem, models: Models, name: str,
+               shared: dict) -> dict[str, Any]:
+  """One registered method from M_o, scored against gold (or taken from the method cache)."""
+  info, settings = settings_of(config, name)
+  cache = MethodCache(protocol.cache_dir(config, workdir))
+  key = method_key(original=models.original_key, gold=models.gold_key,
+                   split=problem.split_key(), method=info.name,
+                   settings=dataclasses.asdict(settings), mode=problem.mode,
+                   mia_samples=config.experiment.mia_samples, name=name)
+  recompute = tuple(config.experiment.recompute)
+  if "all" not in recompute and name not in recompute:
+    cached = cache.get(name, key)
+    if cached is not None:
+      return dict(cached, cached=True)
+  rkey = jax.random.fold_in(jax.random.key(problem.seed), zlib.crc32(name.encode()))
+  state, out, result = apply_method(config, problem, models, models.original, name, rkey,
+                                    shared)
+  if state is not None:
+    out.update(models.scorer.score(state, models.ref))
+    if result.pred_easy is not None:
+      out["label_acc"] = models.scorer.label_accuracy(result.pred_easy, models.ref)
+    if result.arrays:  # e.g. TMU's feature values, for the histograms and later analysis
+      rel = os.path.join("features", f"{name}-c{problem.forget_class}-n"
+                         f"{len(problem.split.forget)}-s{problem.seed}.npz")
+      os.makedirs(os.path.join(workdir, "features"), exist_ok=True)
+      np.savez_compressed(os.path.join(workdir, rel),
+                          **{k: np.asarray(v) for k, v in result.arrays.items()})
+      out["features_file"] = rel
+  out = public(out)
+  cache.put(name, key, out)
+  return dict(out, cached=False)
+
+
+def train_models(config, workdir: str, problem: Problem) -> tuple[Models, dict, dict]:
+  """M_o and (unless experiment.gold is False) M_g, scored; (models, original, gold) entries."""
+  model = protocol.build_model(config, problem.dataset)
+  scorer = Scorer(model, problem, protocol.recipe_of(config))
+  original, info_o = protocol.train_from_scratch(config, workdir, problem, "original",
+                                                 problem.train_portion)
+  models = Models(original, info_o["key"], scorer)
+  if config.experiment.gold:
+    gold_state, info_g = protocol.train_from_scratch(config, workdir, problem, "gold",
+                                                     problem.split.retain)
+    models.gold_key = info_g["key"]
+  else:  # experiment.gold = False: no M_g; gold-referenced metrics are then relative to M_o
+    gold_state, info_g = original, None
+  models.ref = scorer.reference(gold_state, config.experiment.mia_samples)
+  orig = scorer.score(original, models.ref)
+  orig.update(time_s=info_o["time_s"], cached=info_o["cached"])
+  if info_g is None:
+    gold = dict(note="not trained (experiment.gold = False); gap etc. are relative to M_o")
+  else:
+    gold = scorer.score(gold_state, models.ref)
+    gold.update(time_s=info_g["time_s"], cached=info_g["cached"])
+  return models, orig, gold
+
+
+def run_one(config, workdir: str, dataset: data_lib.Dataset, forget_class: int, seed: int
+            ) -> dict[str, Any]:
+  """One (forget class, seed) run: M_o, M_g, every method; the run dict of results.json."""
+  problem = make_problem(config, dataset, forget_class, seed)
+  models, orig, gold = train_models(config, workdir, problem)
+  timing = dict(original_train_s=0.0 if orig["cached"] else orig["time_s"],
+                gold_train_s=0.0 if gold.get("cached", True) else gold["time_s"])
+  run = dict(dataset=dataset.name, arch=config.model.name, scenario=config.data.scenario,
+             forget_class=forget_class, forget_size=int(len(problem.split.forget)), seed=seed,
+             gold=public(gold), original=public(orig), methods={}, timing=timing,
+             split_file=save_split(workdir, problem))
+  if config.data.scenario == "instance":  # L2UL (METHODS §3)
+    run.update(mode=config.data.mode, k=run["forget_size"])
+  shared: dict = {}  # this run's content-keyed artefacts (TMU twins), dropped with the run
+  for name in config.experiment.methods:
+    t0 = time.perf_counter()
+    run["methods"][name] = run_method(config, workdir, problem, models, name, shared)
+    timing[f"{name}_s"] = time.perf_counter() - t0
+  return run
+
+
+def save_split(workdir: str, problem: Problem) -> str:
+  """Writes the split's index arrays beside the results; returns the relative path."""
+  rel = os.path.join("splits", f"{problem.dataset.name}-c{problem.forget_class}"
+                     f"-n{len(problem.split.forget)}-s{problem.seed}.npz")
+  os.makedirs(os.path.join(workdir, "splits"), exist_ok=True)
+  np.savez_compressed(os.path.join(workdir, rel), **problem.split._asdict())
+  return rel
+
+
+def with_forget_size(config, size: int):
+  """A copy of ``config`` with data.forget_size = size (one point of experiment.forget_sizes)."""
+  c = config.copy_and_resolve_references()
+  c.data.forget_size = int(size)
+  return c

@@ -1,0 +1,106 @@
+"""What every method shares: its :class:`Context` (inputs), its :class:`Result` (output), the
+optimizer settings most methods carry, and small helpers.
+
+A method sees the original model M_o, the request's data (D_f, D_r, the holdout pool P) and its
+own typed settings; never the gold model, which exists only to score it. It trains through the
+one engine (:func:`tmu_jax.train.fit`), contributing a loss and data mixing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from tmu_jax import schema, train
+from tmu_jax.protocol import Problem, Recipe
+
+
+@dataclasses.dataclass
+class Context:
+  """A method's inputs. ``spec`` is the training StepSpec of the problem (model, augmentation
+  as configured); ``shared`` is this run's content-keyed store of artefacts that several
+  methods derive alike (TMU's twin features): it lives as long as the run, nothing global."""
+  problem: Problem
+  original: train.TrainState  # M_o
+  model: nn.Module
+  spec: train.StepSpec
+  recipe: Recipe
+  key: jax.Array
+  original_key: str = ""  # M_o's cache key: with the split, the content key of shared artefacts
+  shared: dict = dataclasses.field(default_factory=dict)
+  verbose: bool = True
+
+  def spec_for(self, opt: train.Optimizer, **overrides) -> train.StepSpec:
+    """The problem's StepSpec with ``opt``'s optimizer family and other overrides."""
+    return self.spec.replace(optimizer=opt.family, **overrides)
+
+  def fresh_state(self, key: jax.Array, opt: train.Optimizer) -> train.TrainState:
+    """A randomly initialised model of the same architecture (e.g. Bad Teacher's teacher)."""
+    return train.new_state(key, self.model, self.problem.image_shape, opt)
+
+  def logits(self, state: train.TrainState, images: jax.Array) -> jax.Array:
+    """Eval-mode logits of ``state`` (a model of this architecture)."""
+    return train.logits(self.model, state.variables, images, self.recipe.eval_batch_size)
+
+
+@dataclasses.dataclass
+class Result:
+  """A method's output: the unlearned state and what it reports.
+
+  ``pred_easy`` (bool[|D_f|], optional): the method's own prediction of which forget samples
+  the gold model gets right (TMU's easy/hard split); the experiment scores it against gold.
+  ``arrays``: per-sample arrays saved beside the results (e.g. TMU's features).
+  """
+  state: train.TrainState
+  steps: int = 0
+  stopped: str = ""  # why it ended early ("" = it ran its full budget)
+  report: dict = dataclasses.field(default_factory=dict)
+  pred_easy: np.ndarray | None = None
+  arrays: dict = dataclasses.field(default_factory=dict)
+
+
+def fit_result(fit_out: tuple[train.TrainState, dict], stopped: str = "", **report) -> Result:
+  """A Result from ``train.fit``'s (state, info)."""
+  state, info = fit_out
+  return Result(state, steps=int(info["steps"]), stopped=stopped if info["stopped_early"]
+                else "", report=report)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+  """The optimizer fields of a method's section (METHODS §4 defaults per method)."""
+  optimizer: str = schema.field("sgd", choices=train.optim.NAMES)
+  lr: float = schema.field(0.01, lo=0.0, lo_open=True)
+  momentum: float = schema.field(0.9, lo=0.0, hi=1.0, hi_open=True)
+  weight_decay: float = schema.field(5e-4, lo=0.0)
+  batch_size: int = schema.field(128, lo=1)
+
+  def optimizer_for(self, total_steps: int = 1, masked: bool = False) -> train.Optimizer:
+    """A constant-lr optimizer of these settings."""
+    return train.Optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay,
+                           "constant", total_steps, masked)
+
+
+def retain_subset(problem: Problem, fraction: float, key: jax.Array) -> np.ndarray:
+  """A random ``fraction`` of D_r's indices (all of it for fraction ≥ 1)."""
+  retain = problem.split.retain
+  if fraction >= 1.0:
+    return retain
+  n = max(1, int(round(fraction * len(retain))))
+  pick = np.asarray(jax.random.choice(key, len(retain), (n,), replace=False))
+  return np.sort(retain[pick])
+
+
+def relabel_stream(problem: Problem, retain: np.ndarray, relabeled: np.ndarray,
+                   kept: np.ndarray, batch_size: int) -> train.Stream:
+  """D_r ∪ kept (true labels) ∪ relabeled (a fresh label ≠ y each epoch, METHODS §4)."""
+  index = np.concatenate([retain, kept, relabeled])
+  flags = np.concatenate([np.zeros(len(retain) + len(kept), bool), np.ones(len(relabeled), bool)])
+  return problem.stream(index, batch_size, relabel=jax.numpy.asarray(flags))
+
+
+Settings = Any  # a method's frozen settings dataclass

@@ -1,0 +1,74 @@
+"""The method registry: name -> (function, typed settings, metadata). A leaf module: the
+method modules import it; importing :mod:`tmu_jax.methods` imports them all.
+
+A method is ``fn(ctx: Context, settings) -> Result``; ``settings`` is an instance of the
+method's frozen settings dataclass (:mod:`tmu_jax.schema`), parsed and checked from its config
+section before any work. Registering::
+
+    @register("finetune", Settings, group="baseline")
+    def finetune(ctx, s: Settings) -> Result: ...
+
+Metadata the rest of the code reads instead of hard-coding names a second time:
+
+- ``group``: ``baseline`` | ``tmu`` | ``l2ul`` (which report tables show the method);
+- ``paper``: True for the methods of the papers' main tables (False for ablation variants);
+- ``needs``: the data beyond D_f the method uses: ``retain`` (D_r) and/or ``pool`` (the holdout
+  pool P); :func:`tmu_jax.api.unlearn` says so when a user does not provide it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+_REGISTRY: dict[str, "MethodInfo"] = {}
+GROUPS = ("baseline", "tmu", "l2ul")
+NEEDS = ("retain", "pool")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodInfo:
+  """One registered method."""
+  name: str
+  fn: Callable
+  settings: type
+  group: str
+  paper: bool = True
+  needs: tuple[str, ...] = ("retain",)
+  doc: str = ""
+
+
+def register(name: str, settings: type, *, group: str, paper: bool = True,
+             needs: tuple[str, ...] = ("retain",)):
+  """Decorator registering ``fn(ctx, settings) -> Result`` under ``name``."""
+  if group not in GROUPS:
+    raise ValueError(f"method group {group!r} is not one of {GROUPS}")
+  if set(needs) - set(NEEDS):
+    raise ValueError(f"method needs {needs!r}: each must be one of {NEEDS}")
+
+  def wrap(fn):
+    doc = (fn.__doc__ or "").strip().splitlines()
+    _REGISTRY[name] = MethodInfo(name, fn, settings, group, paper, tuple(needs),
+                                 doc[0] if doc else "")
+    return fn
+
+  return wrap
+
+
+def available() -> list[str]:
+  """Every registered method name."""
+  return sorted(_REGISTRY)
+
+
+def get(name: str) -> MethodInfo:
+  """The registered method ``name``; KeyError naming the valid ones otherwise."""
+  if name not in _REGISTRY:
+    raise KeyError(f"unknown method {name!r}; valid: {', '.join(available())}")
+  return _REGISTRY[name]
+
+
+def base_of(name: str, section: Any) -> str:
+  """The registered method a config section runs: its ``base`` key, or its own name."""
+  if section is not None and "base" in section:
+    return str(section["base"])
+  return name

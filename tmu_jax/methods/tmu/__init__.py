@@ -1,0 +1,138 @@
+"""TMU — Twin Machine Unlearning (TMU paper §2; METHODS §2).
+
+1. Twin problem (§2.1, :mod:`.twin`): D_t from the holdout pool P (class c), sized by the
+   forgetting ratio; twin model M_t = M_o fine-tuned to memorize D_t; twin gold = M_o; twin
+   labels easy(x) = [M_o classifies x ∈ D_t correctly].
+2. Features NF, AF, CF (§2.2, :mod:`.features`) for the twin and the original problem,
+   standardised with twin statistics (§2.3).
+3. Generalization-label classifier (§2.4, :mod:`.classifier`): MLP 3→64→32→1.
+4. Aligned unlearning (§2.5, :mod:`.unlearn`): from M_o, keep D_r and predicted-easy D_f,
+   forget predicted-hard.
+
+``tmu`` is the faithful variant; ``tmu_plus`` the same pipeline with :class:`TMUPlus`'s
+defaults. Variants that differ only downstream of the features (classifier, threshold,
+unlearning) share one set of twin artefacts, computed once per (split, M_o, twin settings) and
+passed through the run's content-keyed ``ctx.shared`` store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tmu_jax import train
+from tmu_jax.methods.common import Context, Result
+from tmu_jax.methods.registry import register
+from tmu_jax.methods.tmu import features as F
+from tmu_jax.methods.tmu.classifier import (auc, easy_probability, predict_easy,
+                                            train_label_classifier)
+from tmu_jax.methods.tmu.settings import TMU, TMUPlus
+from tmu_jax.methods.tmu.twin import draw_twin, train_curriculum, train_twin, twin_size
+from tmu_jax.methods.tmu.unlearn import aligned_unlearning
+
+__all__ = ["TMU", "TMUPlus", "TwinArtifacts", "run_tmu", "twin_artifacts"]
+
+
+@dataclasses.dataclass
+class TwinArtifacts:
+  """§2.1–2.2 outputs shared by the TMU variants of one problem."""
+  size: int  # |D_t| of one draw
+  twin: np.ndarray  # f32[n_twins·|D_t|, 3] NF, AF, CF of every twin draw
+  twin_easy: np.ndarray  # bool[n_twins·|D_t|]: M_o right on the twin sample (twin gold)
+  twin_acc: float  # mean accuracy of M_t on its D_t (%)
+  forget: np.ndarray  # f32[|D_f|, 3] NF, AF, CF of D_f with M_o
+
+
+def sample_features(ctx: Context, s: TMU, state: train.TrainState,
+                    curriculum: train.TrainState, x: jax.Array, y: jax.Array,
+                    x_remaining_c: jax.Array, key: jax.Array) -> np.ndarray:
+  """[NF, AF, CF] of each sample: f32[n, 3] (§2.2), one code path for twin and original."""
+  bs = ctx.recipe.eval_batch_size
+  nf = F.nf_feature(ctx.model, state.variables, x, x_remaining_c, k=s.nf.k, batch_size=bs,
+                    ref_chunk=s.nf.ref_chunk)
+  af = F.af_feature(ctx.model, state.variables, x, y, key, eps=s.af.eps, steps=s.af.steps,
+                    batch_size=bs)
+  cf = F.per_sample_loss(ctx.model, curriculum.variables, x, y, bs)
+  return np.stack([np.asarray(nf), np.asarray(af), np.asarray(cf)], axis=1)
+
+
+def compute_twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
+  """§2.1–2.2: twin draws, their models and labels, and NF/AF/CF of D_t and D_f.
+
+  Keys derive from the problem's seed, not the method name, so variants compare like with like.
+  """
+  problem = ctx.problem
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(problem.seed), 31337), 5)
+  forget, retain = problem.split.forget, problem.split.retain
+  size = twin_size(len(forget), len(retain))
+  x_twins = [draw_twin(problem, jax.random.fold_in(keys[0], j), size) for j in range(s.n_twins)]
+  curriculum = train_curriculum(ctx, s, jnp.concatenate(x_twins), keys[1])
+  x_rem_twin = problem.take(problem.class_rows(problem.train_portion))[0]
+  x_rem_orig = problem.take(problem.class_rows(retain))[0]
+  twin_feats, twin_easy, twin_acc = [], [], []
+  for j, x_t in enumerate(x_twins):
+    y_t = jnp.full((x_t.shape[0],), problem.forget_class, jnp.int32)
+    m_t = train_twin(ctx, s, x_t, jax.random.fold_in(keys[2], j))
+    twin_acc.append(train.accuracy(ctx.model, m_t.variables, x_t, y_t))
+    twin_easy.append(np.asarray(jnp.argmax(ctx.logits(ctx.original, x_t), -1) == y_t))
+    twin_feats.append(sample_features(ctx, s, m_t, curriculum, x_t, y_t, x_rem_twin,
+                                      jax.random.fold_in(keys[3], j)))
+  # The same features for the original problem (x ∈ D_f, model M_o, remaining D_r).
+  x_f, y_f = problem.take(forget)
+  return TwinArtifacts(size, np.concatenate(twin_feats), np.concatenate(twin_easy),
+                       float(np.mean(twin_acc)),
+                       sample_features(ctx, s, ctx.original, curriculum, x_f, y_f, x_rem_orig,
+                                       keys[4]))
+
+
+def twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
+  """The twin artefacts of this problem, from ``ctx.shared`` when a variant made them already.
+
+  The key is content: the split's key, M_o's cache key and the twin/feature settings.
+  """
+  key = ("tmu/twins", ctx.problem.split_key(), ctx.original_key, s.twin_key)
+  if key not in ctx.shared:
+    ctx.shared[key] = compute_twin_artifacts(ctx, s)
+  return ctx.shared[key]
+
+
+def run_tmu(ctx: Context, s: TMU) -> Result:
+  """The whole TMU pipeline from M_o: a Result with ``pred_easy`` and report entries."""
+  problem = ctx.problem
+  keys = jax.random.split(ctx.key, 6)
+  art = twin_artifacts(ctx, s)
+  # §2.3 standardise with twin statistics; §2.4 classifier; predicted easy/hard split of D_f.
+  scale = F.Standardizer.fit(art.twin)
+  cols = s.feature_columns
+  twin_z, orig_z = scale(art.twin)[:, cols], scale(art.forget)[:, cols]
+  clf = train_label_classifier(s, twin_z, art.twin_easy, keys[5], ctx.verbose)
+  p_easy = easy_probability(clf, orig_z)
+  twin_hard_rate = float(1.0 - art.twin_easy.mean())
+  pred_easy = predict_easy(p_easy, s.threshold, twin_hard_rate, jax.random.fold_in(ctx.key, 7))
+  # §2.5 aligned unlearning from M_o.
+  out = aligned_unlearning(ctx, s.unlearn, pred_easy, jax.random.fold_in(ctx.key, 99))
+  x_f, y_f = problem.take(problem.split.forget)
+  out.pred_easy = pred_easy
+  out.arrays = dict(twin=art.twin, twin_easy=art.twin_easy, forget=art.forget, p_easy=p_easy)
+  out.report.update(
+      twin_size=art.size, n_twins=s.n_twins, twin_acc_mt=art.twin_acc,
+      orig_acc_mo_df=train.accuracy(ctx.model, ctx.original.variables, x_f, y_f),
+      twin_hard_rate=100.0 * twin_hard_rate, pred_hard=int((~pred_easy).sum()),
+      twin_auc=auc(np.asarray(easy_probability(clf, twin_z)), art.twin_easy.astype(bool)))
+  return out
+
+
+@register("tmu", TMU, group="tmu", needs=("retain", "pool"))
+def tmu(ctx: Context, s: TMU) -> Result:
+  """Faithful TMU (METHODS §2)."""
+  return run_tmu(ctx, s)
+
+
+@register("tmu_plus", TMUPlus, group="tmu", needs=("retain", "pool"))
+def tmu_plus(ctx: Context, s: TMUPlus) -> Result:
+  """TMU with the FINDINGS.md options (more twins, balanced loss, twin-rate threshold,
+  runner-up unlearning); same pipeline, other defaults."""
+  return run_tmu(ctx, s)

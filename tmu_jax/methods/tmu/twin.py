@@ -1,0 +1,72 @@
+"""§2.1 the twin problem and §2.2's curriculum model.
+
+D_t = class-c images of the holdout pool P, sized so the forgetting ratio matches (paper Eq. 3);
+M_t = M_o fine-tuned to memorize D_t; twin gold = M_o, so twin labels are known:
+easy(x) = [M_o classifies x ∈ D_t correctly].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tmu_jax import data as data_lib, train
+from tmu_jax.methods.common import Context, retain_subset
+from tmu_jax.methods.tmu.settings import TMU
+
+
+def twin_size(n_forget: int, n_retain: int) -> int:
+  """|D_t| = round(|D_f|·(|D_r| + |D_f|)/|D_r|): the same forgetting ratio (paper Eq. 3)."""
+  return int(round(n_forget * (n_retain + n_forget) / n_retain))
+
+
+def draw_twin(problem, key: jax.Array, size: int) -> jax.Array:
+  """D_t: ``size`` class-c images of the holdout pool; augmented copies fill a short pool.
+
+  Crop-with-zero-padding and flip move pixels without changing their values, so the copies
+  stay exact uint8 images.
+  """
+  pool = problem.class_rows(problem.split.holdout)
+  if len(pool) == 0:
+    raise ValueError(f"the holdout pool has no sample of class {problem.forget_class}")
+  k_pick, k_fill, k_aug = jax.random.split(key, 3)
+  if len(pool) >= size:
+    pick = np.asarray(jax.random.choice(k_pick, len(pool), (size,), replace=False))
+    return problem.take(pool[pick])[0]
+  base = problem.take(pool)[0]
+  extra = np.asarray(jax.random.choice(k_fill, len(pool), (size - len(pool),)))
+  copies = data_lib.augment(k_aug, data_lib.to_float(base[extra]))
+  copies = jnp.round(copies * 255.0).astype(base.dtype) if base.dtype == jnp.uint8 else copies
+  return jnp.concatenate([base, copies])
+
+
+def train_twin(ctx: Context, s: TMU, x_twin: jax.Array, key: jax.Array) -> train.TrainState:
+  """M_t: M_o fine-tuned on D_r ∪ D_f ∪ D_t (D_t repeated ``twin.repeat`` times), constant lr."""
+  problem = ctx.problem
+  x_portion, y_portion = problem.take(problem.train_portion)
+  y_twin = jnp.full((x_twin.shape[0],), problem.forget_class, jnp.int32)
+  images = jnp.concatenate([x_portion] + [x_twin] * s.twin.repeat)
+  labels = jnp.concatenate([y_portion] + [y_twin] * s.twin.repeat)
+  stream = train.Stream(dict(image=images, label=labels), s.twin.batch_size)
+  opt = train.Optimizer("sgd", s.twin.lr, 0.9, ctx.recipe.weight_decay)
+  state, _ = train.fit(train.start_from(ctx.original, opt), stream, spec=ctx.spec_for(opt),
+                       epochs=s.twin.epochs, key=key, name="tmu/twin", verbose=ctx.verbose)
+  return state
+
+
+def train_curriculum(ctx: Context, s: TMU, x_twin_all: jax.Array, key: jax.Array
+                     ) -> train.TrainState:
+  """M_c: a fresh model trained from scratch on ``cf.fraction`` of D_r plus D_f and D_t."""
+  problem = ctx.problem
+  k_sub, k_init, k_fit = jax.random.split(key, 3)
+  x_r, y_r = problem.take(retain_subset(problem, s.cf.fraction, k_sub))
+  x_f, y_f = problem.take(problem.split.forget)
+  y_t = jnp.full((x_twin_all.shape[0],), problem.forget_class, jnp.int32)
+  stream = train.Stream(dict(image=jnp.concatenate([x_r, x_f, x_twin_all]),
+                             label=jnp.concatenate([y_r, y_f, y_t])), ctx.recipe.batch_size)
+  opt = ctx.recipe.optimizer_for(s.cf.epochs * train.steps_per_epoch((stream,)))
+  state, _ = train.fit(ctx.fresh_state(k_init, opt), stream, spec=ctx.spec_for(opt),
+                       epochs=s.cf.epochs, key=k_fit, name="tmu/curriculum",
+                       verbose=ctx.verbose)
+  return state

@@ -1,0 +1,24 @@
+"""The one training engine (arrays-only state, one compiled update, in-graph loops).
+
+- :mod:`~tmu_jax.train.state`: :class:`TrainState` (arrays only) and its constructors;
+- :mod:`~tmu_jax.train.optim`: optax optimizers with their scalars as data;
+- :mod:`~tmu_jax.train.step`: streams, the :class:`StepSpec` and the one update;
+- :mod:`~tmu_jax.train.loop`: :func:`fit` over ``lax.scan`` chunks with in-graph stop rules;
+- :mod:`~tmu_jax.train.predict`: eval-mode inference;
+- :mod:`~tmu_jax.train.mesh`: device meshes.
+"""
+
+from tmu_jax.train import optim
+from tmu_jax.train.loop import NonFiniteLoss, StopRule, fit
+from tmu_jax.train.mesh import make_mesh
+from tmu_jax.train.optim import Optimizer
+from tmu_jax.train.predict import accuracy, logits, predict
+from tmu_jax.train.state import (TrainState, copy, from_variables, init_variables, new_state,
+                                 start_from)
+from tmu_jax.train.step import (Stream, StepSpec, binary_cross_entropy, cross_entropy,
+                                steps_per_epoch)
+
+__all__ = ["NonFiniteLoss", "Optimizer", "StepSpec", "StopRule", "Stream", "TrainState",
+           "accuracy", "binary_cross_entropy", "copy", "cross_entropy", "fit",
+           "from_variables", "init_variables", "logits", "make_mesh", "new_state", "optim",
+           "predict", "start_from", "steps_per_epoch"]

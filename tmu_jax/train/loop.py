@@ -1,0 +1,179 @@
+"""``fit``: steps run in compiled ``lax.scan`` chunks with an in-graph stop flag.
+
+One chunk is one call of one compiled program: ``chunk_steps`` steps, each drawing its batch from
+index matrices that are themselves drawn inside the program at every epoch start. A
+:class:`StopRule` runs inside the program after every ``every``-th step; once it fires (or the step
+budget is spent) the remaining steps of the chunk are skipped by ``lax.cond``, so the state is
+exactly the one at the stop. The host syncs once per chunk: it reads the stop code, the
+finiteness flag and the metrics, prints progress and saves checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from tmu_jax.errors import RunFault
+from tmu_jax.progress import Progress
+from tmu_jax.train.state import TrainState
+from tmu_jax.train.step import (Layout, StepSpec, Stream, apply_update, epoch_indices,
+                                gather_batch)
+
+# A stop rule: (spec, variables, aux, step) -> int32 code, 0 = go on; any other value stops and
+# is returned to the caller (e.g. 1 = forgotten, 2 = collapsed). Hashable (static).
+StopFn = Callable[[StepSpec, dict, Any, jax.Array], jax.Array]
+
+
+class NonFiniteLoss(RunFault):
+  """A step produced a NaN/inf loss (a collapsed run must not pass silently)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StopRule:
+  """``fn`` checked after every step whose (absolute) step count is a multiple of ``every``;
+  with ``check_start`` also once before the first step."""
+  fn: StopFn
+  every: int = 1
+  check_start: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  layout: Layout
+  stop: StopRule | None
+  length: int
+
+
+def _chunk(state: TrainState, code: jax.Array, streams: tuple[dict, ...], key: jax.Array,
+           aux: Any, origin: jax.Array, total: jax.Array, spec: StepSpec, plan: _Plan):
+  """``plan.length`` steps (fewer if the budget or the stop rule ends them): the carry is the
+  state, the stop code, the current epoch's index matrices and the all-finite flag."""
+  spe = plan.layout.steps_per_epoch
+  rule = plan.stop
+
+  def indices(step):
+    return epoch_indices(key, plan.layout, (step - origin) // spe)
+
+  if rule is not None and rule.check_start:
+    code = jnp.where((state.step == origin) & (code == 0),
+                     rule.fn(spec, state.variables, aux, state.step), code)
+
+  def body(carry, _):
+    st, code, idx, finite, metrics = carry
+    active = (code == 0) & (st.step < total)
+    epoch = (st.step - origin) // spe
+    i = (st.step - origin) % spe
+    idx = jax.lax.cond(active & (i == 0), lambda: indices(st.step), lambda: idx)
+
+    def run(st):
+      batch = gather_batch(spec, plan.layout, streams, idx, i, key, epoch)
+      return apply_update(spec, st, batch, jax.random.fold_in(key, st.step), aux)
+
+    new, m = jax.lax.cond(active, run, lambda st: (st, metrics), st)
+    finite = finite & (~active | m["finite"])
+    if rule is not None:
+      check = active & (new.step % rule.every == 0)
+      code = jax.lax.cond(check, lambda: rule.fn(spec, new.variables, aux, new.step).astype(
+          jnp.int32), lambda: code)
+    return (new, code, idx, finite, m), None
+
+  zero = dict(loss=jnp.float32(jnp.nan), accuracy=jnp.float32(jnp.nan), finite=jnp.bool_(True))
+  carry = (state, code, indices(state.step), jnp.bool_(True), zero)
+  (state, code, _, finite, metrics), _ = jax.lax.scan(body, carry, None, length=plan.length)
+  return state, code, finite, metrics
+
+
+_chunk_jit = jax.jit(_chunk, static_argnames=("spec", "plan"), donate_argnums=(0,))
+
+
+def replicate(mesh: Mesh, tree):
+  """``tree`` replicated over every device of ``mesh``."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def _install_sigterm(flag: list):
+  def handler(signum, frame):
+    del signum, frame
+    flag.append(True)
+  try:
+    return signal.signal(signal.SIGTERM, handler)
+  except ValueError:  # not the main thread
+    return None
+
+
+def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSpec, epochs: int,
+        key: jax.Array, aux: Any = None, stop: StopRule | None = None,
+        max_steps: int | None = None, checkpointer=None, save_every_epochs: int = 1,
+        chunk_steps: int = 25, name: str = "train", verbose: bool = True
+        ) -> tuple[TrainState, dict]:
+  """Trains ``state`` for ``epochs`` over ``streams``; returns (state, info).
+
+  ``max_steps`` caps the steps; ``stop`` ends training early, inside the compiled loop. With a
+  ``checkpointer``, resumes from its latest step, saves at least every ``save_every_epochs``
+  epochs (at the first chunk boundary after), at the end and on Ctrl-C / SIGTERM (then
+  re-raises). ``info``: steps, seconds, stop_code (0 = ran to the end), stopped_early, and the
+  last step's loss and accuracy.
+  """
+  streams = (streams,) if isinstance(streams, Stream) else tuple(streams)
+  data = tuple(s.data for s in streams)
+  layout = Layout.of(streams)
+  spe = layout.steps_per_epoch
+  if spec.mesh is not None:
+    data, state, aux = replicate(spec.mesh, (data, state, aux))
+  # Steps count from the state's step on entry, so fit can continue a trained state; a
+  # checkpoint holds the absolute step, so a resumed run picks up where it stopped.
+  origin = int(jax.device_get(state.step))
+  budget = epochs * spe if max_steps is None else min(epochs * spe, max_steps)
+  total = origin + budget
+  if checkpointer is not None and checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state)
+  start = int(jax.device_get(state.step))
+  plan = _Plan(layout, stop, max(1, min(chunk_steps, budget)))
+  progress = Progress(name, budget, unit="img", unit_per_step=sum(layout.batch_sizes),
+                      verbose=verbose)
+  progress.start(start - origin)
+  code = jnp.int32(0)
+  metrics, t0, interrupted = None, time.perf_counter(), []
+  old_handler = _install_sigterm(interrupted)
+  last_save = (start - origin) // (spe * save_every_epochs)
+  step = start
+  try:
+    while step < total:
+      state, code, finite, metrics = _chunk_jit(state, code, data, key, aux, jnp.int32(origin),
+                                                jnp.int32(total), spec=spec, plan=plan)
+      step = int(jax.device_get(state.step))  # the one host sync of the chunk
+      if not bool(finite):
+        raise NonFiniteLoss(f"{name}: the loss became {float(metrics['loss'])} by step {step}")
+      progress.update(step - origin, metrics)
+      if interrupted:
+        raise KeyboardInterrupt("SIGTERM")
+      period = (step - origin) // (spe * save_every_epochs)
+      if checkpointer is not None and (period > last_save or step >= total):
+        checkpointer.save(state)
+        last_save = period
+      if int(code) != 0:
+        break
+  except KeyboardInterrupt:
+    if checkpointer is not None:
+      checkpointer.save(state, force=True)
+      checkpointer.close()
+      print(f"\n[{name}] interrupted at step {int(jax.device_get(state.step))}; "
+            f"checkpoint saved in {checkpointer.directory}", flush=True)
+    raise
+  finally:
+    if old_handler is not None:
+      signal.signal(signal.SIGTERM, old_handler)
+  if checkpointer is not None:
+    checkpointer.save(state)
+  progress.finish()
+  info = dict(steps=int(jax.device_get(state.step)) - start, seconds=time.perf_counter() - t0,
+              stop_code=int(code), stopped_early=int(code) != 0)
+  if metrics is not None:
+    info.update(loss=float(metrics["loss"]), accuracy=float(metrics["accuracy"]))
+  return state, info
