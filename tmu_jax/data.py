@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tmu_jax.errors import ConfigError  # not from tmu_jax.validate: it imports this module
+from tmu_jax.rng import numpy_rng as named_rng
 
 # Known datasets: name -> (source, per-channel mean, std, flip makes sense).
 DATASETS = {
@@ -252,7 +253,7 @@ def dataset_digest(ds: Dataset) -> str:
 
 def balanced_subset(labels: np.ndarray, num_classes: int, size: int, seed: int) -> np.ndarray:
   """Sorted indices of ``size`` samples, as equal per class as possible, drawn with ``seed``."""
-  rng = np.random.default_rng(seed)
+  rng = named_rng(seed, "data/subset")
   per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(num_classes)]
   quota = np.full(num_classes, size // num_classes)
   quota[: size % num_classes] += 1
@@ -276,10 +277,9 @@ def make_split(labels: np.ndarray, num_classes: int, *, scenario: str, forget_cl
     raise ValueError(f"scenario {scenario!r} is not one of {SCENARIOS}")
   if scenario != "instance" and not 0 <= forget_class < num_classes:
     raise ValueError(f"forget_class {forget_class} out of range [0, {num_classes - 1}]")
-  rng = np.random.default_rng([seed, SCENARIOS.index(scenario), max(forget_class, 0),
-                               max(forget_size, 0)])
+  rng = named_rng(seed, f"split/forget/{scenario}", max(forget_class, 0), max(forget_size, 0))
   # The holdout pool depends on the seed only, so every scenario of one seed shares M_o.
-  pool_rng = np.random.default_rng([seed, 7919])
+  pool_rng = named_rng(seed, "split/holdout")
   holdout = []
   for c in range(num_classes):
     idx = np.flatnonzero(labels == c)

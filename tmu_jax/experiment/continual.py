@@ -8,13 +8,12 @@ loop; its method results are not cached (a later round needs the unlearned model
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from typing import Any
 
 import jax
 import numpy as np
 
-from tmu_jax import data as data_lib, metrics, protocol
+from tmu_jax import data as data_lib, metrics, protocol, rng
 from tmu_jax.errors import ConfigError
 from tmu_jax.experiment.results import public
 from tmu_jax.experiment.runs import Models, apply_method, make_problem
@@ -28,7 +27,7 @@ def continual_forget_sets(problem: Problem, k: int, rounds: int, seed: int) -> l
   if rounds * k > len(portion):
     raise ConfigError(f"config field experiment.rounds = {rounds} is not valid: "
                       f"{rounds} × k = {rounds * k} exceeds |T| = {len(portion)}")
-  order = np.random.default_rng([seed, 4099, k, rounds]).permutation(portion)
+  order = rng.numpy_rng(seed, "continual/forget_sets", k, rounds).permutation(portion)
   return [np.sort(order[r * k:(r + 1) * k]).astype(np.int64) for r in range(rounds)]
 
 
@@ -72,8 +71,7 @@ def run_continual(config, workdir: str, dataset: data_lib.Dataset, forget_class:
         run["methods"][name] = dict(failed=True, note=f"stopped after an earlier round: "
                                     f"{failed[name]}")
         continue
-      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed),
-                                                  zlib.crc32(name.encode())), r)
+      key = jax.random.fold_in(rng.named(rng.seed_key(seed), f"method/{name}"), r)
       state, out, _ = apply_method(config, pr, models, current[name], name, key, shared)
       if state is None:
         failed[name] = out["note"]

@@ -7,13 +7,12 @@ import dataclasses
 import json
 import os
 import time
-import zlib
 from typing import Any
 
 import jax
 import numpy as np
 
-from tmu_jax import data as data_lib, methods, protocol, schema, train, validate
+from tmu_jax import data as data_lib, methods, protocol, rng, schema, train, validate
 from tmu_jax.experiment.results import CompileTimer, MethodCache, method_key, public
 from tmu_jax.experiment.scoring import Reference, Scorer
 from tmu_jax.protocol import Problem
@@ -97,7 +96,7 @@ def run_method(config, workdir: str, problem: Problem, models: Models, name: str
     cached = cache.get(name, key)
     if cached is not None:
       return dict(cached, cached=True)
-  rkey = jax.random.fold_in(jax.random.key(problem.seed), zlib.crc32(name.encode()))
+  rkey = rng.named(rng.seed_key(problem.seed), f"method/{name}")
   state, out, result = apply_method(config, problem, models, models.original, name, rkey,
                                     shared)
   if state is not None:

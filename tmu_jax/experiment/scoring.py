@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from tmu_jax import metrics, train
+from tmu_jax import metrics, rng, train
 from tmu_jax.protocol import Problem, Recipe
 
 
@@ -38,8 +38,9 @@ class Scorer:
   def reference(self, gold: train.TrainState, mia_samples: int) -> Reference:
     """The gold outputs on D_f and the fixed MIA / ZRF sets of this problem."""
     problem = self.problem
-    key = jax.random.key(problem.seed + 104729)
-    k_mem, k_non, k_rand = jax.random.split(key, 3)
+    key = rng.seed_key(problem.seed)
+    k_mem, k_non = rng.named(key, "mia/members"), rng.named(key, "mia/nonmembers")
+    k_rand = rng.named(key, "zrf/random_model")
     retain = problem.split.retain
     n = min(mia_samples, len(retain), problem.y_test.shape[0])
     member = np.sort(retain[np.asarray(jax.random.choice(k_mem, len(retain), (n,),

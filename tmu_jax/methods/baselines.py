@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tmu_jax import data as data_lib, schema, train
+from tmu_jax import data as data_lib, rng, schema, train
 from tmu_jax.batched import batched
 from tmu_jax.methods.common import (Context, OptimizerSettings, Result, fit_result,
                                     relabel_stream, retain_subset)
@@ -32,7 +32,7 @@ class Finetune(OptimizerSettings):
 @register("finetune", Finetune, group="baseline")
 def finetune(ctx: Context, s: Finetune) -> Result:
   """CE on D_r only (catastrophic forgetting of D_f), ``epochs`` at lr ``lr``."""
-  retain = retain_subset(ctx.problem, s.retain_fraction, jax.random.fold_in(ctx.key, 1))
+  retain = retain_subset(ctx.problem, s.retain_fraction, rng.named(ctx.key, "retain_subset"))
   stream = ctx.problem.stream(retain, s.batch_size)
   opt = s.optimizer_for(s.epochs * train.steps_per_epoch((stream,)))
   return fit_result(train.fit(train.start_from(ctx.original, opt), stream,
@@ -116,7 +116,7 @@ class RandomLabel(OptimizerSettings):
 @register("random_label", RandomLabel, group="baseline")
 def random_label(ctx: Context, s: RandomLabel) -> Result:
   """Amnesiac unlearning: D_f relabelled uniformly ≠ y (re-drawn each epoch), mixed with D_r."""
-  retain = retain_subset(ctx.problem, s.retain_fraction, jax.random.fold_in(ctx.key, 1))
+  retain = retain_subset(ctx.problem, s.retain_fraction, rng.named(ctx.key, "retain_subset"))
   stream = relabel_stream(ctx.problem, retain, ctx.problem.split.forget, np.zeros(0, np.int64),
                           s.batch_size)
   opt = s.optimizer_for(s.epochs * train.steps_per_epoch((stream,)))

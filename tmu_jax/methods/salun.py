@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tmu_jax import data as data_lib, schema, train
+from tmu_jax import data as data_lib, rng, schema, train
 from tmu_jax.batched import batched
 from tmu_jax.methods.common import (Context, OptimizerSettings, Result, fit_result,
                                     relabel_stream, retain_subset)
@@ -73,7 +73,7 @@ def salun(ctx: Context, s: Salun) -> Result:
   mask = saliency_mask(grads, s.mask_fraction)
   kept = 100.0 * sum(float(jnp.sum(m)) for m in jax.tree.leaves(mask)) / sum(
       m.size for m in jax.tree.leaves(mask))  # before fit: the state holding the mask is donated
-  retain = retain_subset(ctx.problem, s.retain_fraction, jax.random.fold_in(ctx.key, 1))
+  retain = retain_subset(ctx.problem, s.retain_fraction, rng.named(ctx.key, "retain_subset"))
   stream = relabel_stream(ctx.problem, retain, forget, np.zeros(0, np.int64), s.batch_size)
   opt = s.optimizer_for(s.epochs * train.steps_per_epoch((stream,)), masked=True)
   state = train.start_from(ctx.original, opt)

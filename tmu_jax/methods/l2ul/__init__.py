@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import jax
 
-from tmu_jax import attacks
+from tmu_jax import attacks, rng
 from tmu_jax.methods.common import Context, Result
 from tmu_jax.methods.l2ul.loop import unlearn_state
 from tmu_jax.methods.l2ul.settings import CASES, L2UL, MODES
@@ -31,13 +31,13 @@ __all__ = ["CASES", "L2UL", "MODES", "l2ul", "probe_images", "requested_labels",
 def requested_labels(problem, forget) -> jax.Array:
   """Relabel mode's requested labels: uniform ≠ y, fixed by the run's seed (same for every case)."""
   y_f = problem.take(forget)[1]
-  return attacks.random_targets(jax.random.key(problem.seed + 7757), y_f, problem.num_classes)
+  return attacks.random_targets(rng.named(rng.seed_key(problem.seed), "l2ul/requested_labels"), y_f, problem.num_classes)
 
 
 def probe_images(problem, size: int) -> jax.Array:
   """A fixed sample of D_test (``size`` images) on which collapse is detected."""
   n = problem.y_test.shape[0]
-  pick = jax.random.choice(jax.random.key(problem.seed + 4111), n, (min(size, n),),
+  pick = jax.random.choice(rng.named(rng.seed_key(problem.seed), "l2ul/probe"), n, (min(size, n),),
                            replace=False)
   return problem.x_test[pick]
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tmu_jax import train
+from tmu_jax import rng, train
 from tmu_jax.methods.common import Context, Result
 from tmu_jax.methods.registry import register
 from tmu_jax.methods.tmu import features as F
@@ -65,7 +65,7 @@ def compute_twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
   Keys derive from the problem's seed, not the method name, so variants compare like with like.
   """
   problem = ctx.problem
-  keys = jax.random.split(jax.random.fold_in(jax.random.key(problem.seed), 31337), 5)
+  keys = jax.random.split(rng.named(rng.seed_key(problem.seed), "tmu/twins"), 5)
   forget, retain = problem.split.forget, problem.split.retain
   size = twin_size(len(forget), len(retain))
   x_twins = [draw_twin(problem, jax.random.fold_in(keys[0], j), size) for j in range(s.n_twins)]
@@ -111,9 +111,9 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
   clf = train_label_classifier(s, twin_z, art.twin_easy, keys[5], ctx.verbose)
   p_easy = easy_probability(clf, orig_z)
   twin_hard_rate = float(1.0 - art.twin_easy.mean())
-  pred_easy = predict_easy(p_easy, s.threshold, twin_hard_rate, jax.random.fold_in(ctx.key, 7))
+  pred_easy = predict_easy(p_easy, s.threshold, twin_hard_rate, rng.named(ctx.key, "tmu/random_hard"))
   # §2.5 aligned unlearning from M_o.
-  out = aligned_unlearning(ctx, s.unlearn, pred_easy, jax.random.fold_in(ctx.key, 99))
+  out = aligned_unlearning(ctx, s.unlearn, pred_easy, rng.named(ctx.key, "tmu/unlearn"))
   x_f, y_f = problem.take(problem.split.forget)
   out.pred_easy = pred_easy
   out.arrays = dict(twin=art.twin, twin_easy=art.twin_easy, forget=art.forget, p_easy=p_easy)
