@@ -11,7 +11,10 @@ equal keys of the compiled update.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import inspect
+from typing import Any, Callable
+
+from tmu_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +22,14 @@ class FunctionModel:
   """``fn(variables, x, **eval_kwargs)`` -> logits or (logits, features), as an engine model."""
   fn: Callable
   eval_kwargs: tuple = (("train", False),)
+  module: Any = None  # the linen Module behind ``fn``, when known: then fresh copies can be made
+
+  def init(self, key, x):
+    """Fresh variables (methods that train a new network: Bad Teacher, TMU's curriculum)."""
+    if self.module is None:
+      raise ConfigError("this method initialises a fresh network of the same architecture: "
+                        "pass the linen Module itself, not only its apply function")
+    return self.module.init(key, x)
 
   def apply(self, variables, x, train: bool = False, mutable=False):
     del train  # the user's function runs as given by eval_kwargs
@@ -29,7 +40,23 @@ class FunctionModel:
     return logits, features
 
 
-def as_model(apply_fn: Callable, eval_kwargs: dict | None = None) -> FunctionModel:
-  """``apply_fn`` wrapped; ``eval_kwargs`` default ``{"train": False}`` ({} for none)."""
-  kw = (("train", False),) if eval_kwargs is None else tuple(sorted(eval_kwargs.items()))
-  return FunctionModel(apply_fn, kw)
+def _takes_train(fn: Callable) -> bool:
+  """Whether ``fn`` accepts a ``train`` keyword (named, or through **kwargs)."""
+  try:
+    params = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):
+    return False
+  return any(p.name == "train" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def as_model(model_or_fn, eval_kwargs: dict | None = None) -> FunctionModel:
+  """A linen Module or an ``apply_fn``, wrapped. ``eval_kwargs`` default: ``{"train": False}``
+  when the module's ``__call__`` (or the function) takes ``train``, else ``{}``."""
+  is_module = hasattr(model_or_fn, "apply") and hasattr(model_or_fn, "init")
+  if eval_kwargs is None:
+    call = type(model_or_fn).__call__ if is_module else model_or_fn
+    eval_kwargs = {"train": False} if _takes_train(call) else {}
+  kw = tuple(sorted(eval_kwargs.items()))
+  if is_module:
+    return FunctionModel(model_or_fn.apply, kw, model_or_fn)
+  return FunctionModel(model_or_fn, kw)

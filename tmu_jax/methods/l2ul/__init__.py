@@ -34,9 +34,12 @@ def requested_labels(problem, forget) -> jax.Array:
   return attacks.random_targets(rng.named(rng.seed_key(problem.seed), "l2ul/requested_labels"), y_f, problem.num_classes)
 
 
-def probe_images(problem, size: int) -> jax.Array:
-  """A fixed sample of D_test (``size`` images) on which collapse is detected."""
+def probe_images(problem, size: int) -> jax.Array | None:
+  """A fixed sample of D_test (``size`` images) on which collapse is detected (None when the
+  problem has no test images: the loop then probes its adversarial set)."""
   n = problem.y_test.shape[0]
+  if n == 0:
+    return None
   pick = jax.random.choice(rng.named(rng.seed_key(problem.seed), "l2ul/probe"), n, (min(size, n),),
                            replace=False)
   return problem.x_test[pick]
