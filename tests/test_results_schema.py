@@ -1,0 +1,53 @@
+"""docs/results_schema.md lists every key a real results.json holds."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def documented_keys() -> set[str]:
+  """The backticked keys of the first column of every table in docs/results_schema.md."""
+  text = open(os.path.join(ROOT, "docs", "results_schema.md"), encoding="utf-8").read()
+  return set(re.findall(r"^\| `([a-z0-9_]+)` \|", text, flags=re.M))
+
+
+def keys_of(results: dict) -> set[str]:
+  """Every key results.json uses (config contents and per-method timing names excluded)."""
+  keys = set(results) | set(results["timing"])
+  for run in results["runs"]:
+    keys |= set(run)
+    keys |= {k for k in run["timing"] if not k.endswith("_s") or k in (
+        "original_train_s", "gold_train_s")}
+    for model in (run["gold"], run["original"], *run["methods"].values()):
+      keys |= set(model)
+  return keys
+
+
+@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="apt-get install dataset-fashion-mnist")
+def test_a_real_results_file_matches_the_schema(tmp_path):
+  """A tiny real run with a baseline, SalUn, SCRUB, TMU and L2UL writes only documented keys,
+  in strict JSON."""
+  args = [sys.executable, "launch.py", "--config=configs/fashion_mnist.py",
+          f"--workdir={tmp_path}", "--config.data.train_subset=1000",
+          "--config.data.forget_size=10", "--config.train.epochs=2",
+          "--config.methods.tmu.clf.epochs=2", "--config.methods.tmu.twin.epochs=1",
+          "--config.methods.l2ul.max_steps=3", "--config.methods.l2ul.num_adv=2",
+          "--config.methods.l2ul.adv_steps=2", "--config.methods.scrub.epochs=1",
+          "--config.methods.salun.epochs=1",
+          "--config.experiment.methods=('finetune','salun','scrub','tmu','l2ul')",
+          "--config.verbose=False"]
+  out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-2000:]
+  text = (tmp_path / "results.json").read_text()
+  results = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+  missing = keys_of(results) - documented_keys()
+  assert not missing, f"keys not in docs/results_schema.md: {sorted(missing)}"
+  assert {"group", "paper", "base", "label_acc", "mask_kept", "stopped"} <= keys_of(results)
