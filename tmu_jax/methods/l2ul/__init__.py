@@ -20,12 +20,13 @@ import jax
 
 from tmu_jax import attacks, rng
 from tmu_jax.methods.common import Context, Result
+from tmu_jax.methods.l2ul.api import unlearn_instances
 from tmu_jax.methods.l2ul.loop import unlearn_state
 from tmu_jax.methods.l2ul.settings import CASES, L2UL, MODES
 from tmu_jax.methods.registry import register
 
 __all__ = ["CASES", "L2UL", "MODES", "l2ul", "probe_images", "requested_labels",
-           "unlearn_state"]
+           "unlearn_instances", "unlearn_state"]
 
 
 def requested_labels(problem, forget) -> jax.Array:
