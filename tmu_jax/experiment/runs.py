@@ -12,7 +12,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from tmu_jax import data as data_lib, methods, protocol, rng, schema, train, validate
+from tmu_jax import (checkpoints, data as data_lib, methods, protocol, rng, schema, train,
+                     validate)
 from tmu_jax.experiment.results import CompileTimer, MethodCache, method_key, public
 from tmu_jax.experiment.scoring import Reference, Scorer
 from tmu_jax.protocol import Problem
@@ -60,10 +61,14 @@ def apply_method(config, problem: Problem, models: Models, start, name: str, key
   """
   info, settings = settings_of(config, name)
   recipe = protocol.recipe_of(config)
+  # The content key of the model the method starts from (it keys artefacts in ``shared``):
+  # M_o's cache key, or for another start (a continual round's model) a digest of its weights.
+  start_key = models.original_key if start is models.original else (
+      f"{models.original_key}/{checkpoints.weights_digest(start)[:16]}")
   ctx = methods.Context(problem=problem, original=start, model=models.scorer.model,
                         spec=protocol.train_spec(config, models.scorer.model, problem.dataset,
                                                  recipe),
-                        recipe=recipe, key=key, original_key=models.original_key,
+                        recipe=recipe, key=key, original_key=start_key,
                         shared=shared, verbose=config.verbose)
   # A config section named after its registered method is that method; any other section
   # (an ablation variant such as tmu_plus_random) is not a main-table ("paper") method.

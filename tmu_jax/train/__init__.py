@@ -3,7 +3,7 @@
 - :mod:`~tmu_jax.train.state`: :class:`TrainState` (arrays only) and its constructors;
 - :mod:`~tmu_jax.train.optim`: optax optimizers with their scalars as data;
 - :mod:`~tmu_jax.train.step`: streams, the :class:`StepSpec` and the one update;
-- :mod:`~tmu_jax.train.loop`: :func:`fit` over ``lax.scan`` chunks with in-graph stop rules;
+- :mod:`~tmu_jax.train.loop`: :func:`fit` over compiled ``lax.while_loop`` chunks with in-graph stop rules;
 - :mod:`~tmu_jax.train.predict`: eval-mode inference;
 - :mod:`~tmu_jax.train.mesh`: device meshes.
 """

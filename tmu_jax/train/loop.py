@@ -1,16 +1,17 @@
-"""``fit``: steps run in compiled ``lax.scan`` chunks with an in-graph stop flag.
+"""``fit``: steps run in compiled chunks (``lax.while_loop``) with an in-graph stop flag.
 
-One chunk is one call of one compiled program: ``chunk_steps`` steps, each drawing its batch from
-index matrices that are themselves drawn inside the program at every epoch start. A
-:class:`StopRule` runs inside the program after every ``every``-th step; once it fires (or the step
-budget is spent) the remaining steps of the chunk are skipped by ``lax.cond``, so the state is
-exactly the one at the stop. The host syncs once per chunk: it reads the stop code, the
+One chunk is one call of one compiled program: up to ``chunk_steps`` steps, each drawing its
+batch from index matrices that are themselves drawn inside the program at every epoch start. A
+:class:`StopRule` runs inside the program after every ``every``-th step; the loop's condition
+ends the chunk as soon as the rule fires or the step budget is spent, so the state is exactly
+the one at the stop (and no step is computed and thrown away). The host syncs once per chunk: it reads the stop code, the
 finiteness flag and the metrics, prints progress and saves checkpoints.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import time
 from typing import Any, Callable
@@ -50,10 +51,13 @@ class _Plan:
   length: int
 
 
-def _chunk(state: TrainState, code: jax.Array, streams: tuple[dict, ...], key: jax.Array,
-           aux: Any, origin: jax.Array, total: jax.Array, spec: StepSpec, plan: _Plan):
-  """``plan.length`` steps (fewer if the budget or the stop rule ends them): the carry is the
-  state, the stop code, the current epoch's index matrices and the all-finite flag."""
+def _chunk(state: TrainState, code: jax.Array, idx: tuple[jax.Array, ...],
+           streams: tuple[dict, ...], key: jax.Array, aux: Any, origin: jax.Array,
+           total: jax.Array, spec: StepSpec, plan: _Plan):
+  """Up to ``plan.length`` steps (fewer if the budget or the stop rule ends them): the carry is
+  the state, the stop code, the current epoch's index matrices ``idx`` (passed from chunk to
+  chunk, redrawn in the loop at every epoch start), the all-finite flag, the last step's
+  metrics and the step count of the chunk."""
   spe = plan.layout.steps_per_epoch
   rule = plan.stop
 
@@ -64,32 +68,37 @@ def _chunk(state: TrainState, code: jax.Array, streams: tuple[dict, ...], key: j
     code = jnp.where((state.step == origin) & (code == 0),
                      rule.fn(spec, state.variables, aux, state.step), code)
 
-  def body(carry, _):
-    st, code, idx, finite, metrics = carry
-    active = (code == 0) & (st.step < total)
+  def running(carry):
+    st, code, _, _, _, k = carry
+    return (k < plan.length) & (code == 0) & (st.step < total)
+
+  def body(carry):
+    st, code, idx, finite, _, k = carry
     epoch = (st.step - origin) // spe
     i = (st.step - origin) % spe
-    idx = jax.lax.cond(active & (i == 0), lambda: indices(st.step), lambda: idx)
-
-    def run(st):
-      batch = gather_batch(spec, plan.layout, streams, idx, i, key, epoch)
-      return apply_update(spec, st, batch, jax.random.fold_in(key, st.step), aux)
-
-    new, m = jax.lax.cond(active, run, lambda st: (st, metrics), st)
-    finite = finite & (~active | m["finite"])
+    idx = jax.lax.cond(i == 0, lambda: indices(st.step), lambda: idx)
+    batch = gather_batch(spec, plan.layout, streams, idx, i, key, epoch)
+    new, m = apply_update(spec, st, batch, jax.random.fold_in(key, st.step), aux)
+    finite = finite & m["finite"]
     if rule is not None:
-      check = active & (new.step % rule.every == 0)
+      check = new.step % rule.every == 0
       code = jax.lax.cond(check, lambda: rule.fn(spec, new.variables, aux, new.step).astype(
           jnp.int32), lambda: code)
-    return (new, code, idx, finite, m), None
+    return new, code, idx, finite, m, k + 1
 
   zero = dict(loss=jnp.float32(jnp.nan), accuracy=jnp.float32(jnp.nan), finite=jnp.bool_(True))
-  carry = (state, code, indices(state.step), jnp.bool_(True), zero)
-  (state, code, _, finite, metrics), _ = jax.lax.scan(body, carry, None, length=plan.length)
-  return state, code, finite, metrics
+  carry = (state, code, idx, jnp.bool_(True), zero, jnp.int32(0))
+  state, code, idx, finite, metrics, _ = jax.lax.while_loop(running, body, carry)
+  return state, code, idx, finite, metrics
 
 
-_chunk_jit = jax.jit(_chunk, static_argnames=("spec", "plan"), donate_argnums=(0,))
+_chunk_jit = jax.jit(_chunk, static_argnames=("spec", "plan"), donate_argnums=(0, 2))
+
+
+@functools.partial(jax.jit, static_argnames=("layout",))
+def _first_indices(key: jax.Array, layout: Layout, step: jax.Array, origin: jax.Array):
+  """The index matrices of the epoch ``step`` lies in (where a fit or a resume starts)."""
+  return epoch_indices(key, layout, (step - origin) // layout.steps_per_epoch)
 
 
 def replicate(mesh: Mesh, tree):
@@ -138,15 +147,23 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
   progress = Progress(name, budget, unit="img", unit_per_step=sum(layout.batch_sizes),
                       verbose=verbose)
   progress.start(start - origin)
-  code = jnp.int32(0)
+  # Each chunk's outputs feed the next call, and they come back committed to a device whenever
+  # an input is (a restored or replicated state); whether an argument is committed is part of the
+  # jit cache key. Committing the state and the stop code before the first call lets every call,
+  # from a fresh, restored or replicated state, hit the one compiled program (not two).
+  where = (NamedSharding(spec.mesh, P()) if spec.mesh is not None
+           else jax.tree.leaves(state)[0].sharding)
+  state, code = jax.device_put((state, jnp.int32(0)), where)
+  idx = jax.device_put(_first_indices(key, layout, state.step, jnp.int32(origin)), where)
   metrics, t0, interrupted = None, time.perf_counter(), []
   old_handler = _install_sigterm(interrupted)
   last_save = (start - origin) // (spe * save_every_epochs)
   step = start
   try:
     while step < total:
-      state, code, finite, metrics = _chunk_jit(state, code, data, key, aux, jnp.int32(origin),
-                                                jnp.int32(total), spec=spec, plan=plan)
+      state, code, idx, finite, metrics = _chunk_jit(state, code, idx, data, key, aux,
+                                                     jnp.int32(origin), jnp.int32(total),
+                                                     spec=spec, plan=plan)
       step = int(jax.device_get(state.step))  # the one host sync of the chunk
       if not bool(finite):
         raise NonFiniteLoss(f"{name}: the loss became {float(metrics['loss'])} by step {step}")

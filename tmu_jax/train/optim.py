@@ -107,7 +107,10 @@ def transform(family: Family, opt: Optimizer | None = None) -> optax.GradientTra
   opt = opt or Optimizer(name=family.name, schedule=family.schedule)
   inner = optax.inject_hyperparams(_factory, static_args=("name", "schedule", "use_momentum"))(
       learning_rate=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
-      total_steps=opt.total_steps, name=family.name, schedule=family.schedule,
+      # A strong int32, as a checkpoint restores it: a weak-typed int would make a restored
+      # state a new jit cache key, compiling the update again on every resume.
+      total_steps=jnp.asarray(opt.total_steps, jnp.int32), name=family.name,
+      schedule=family.schedule,
       use_momentum=family.momentum)
   return optax.chain(inner, scale_by_mask()) if family.masked else inner
 

@@ -68,7 +68,8 @@ def compute_twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
   keys = jax.random.split(rng.named(rng.seed_key(problem.seed), "tmu/twins"), 5)
   forget, retain = problem.split.forget, problem.split.retain
   size = twin_size(len(forget), len(retain))
-  x_twins = [draw_twin(problem, jax.random.fold_in(keys[0], j), size) for j in range(s.n_twins)]
+  x_twins = [draw_twin(problem, jax.random.fold_in(keys[0], j), size, flip=ctx.spec.flip)
+             for j in range(s.n_twins)]
   curriculum = train_curriculum(ctx, s, jnp.concatenate(x_twins), keys[1])
   x_rem_twin = problem.take(problem.class_rows(problem.train_portion))[0]
   x_rem_orig = problem.take(problem.class_rows(retain))[0]

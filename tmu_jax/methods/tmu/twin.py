@@ -21,11 +21,11 @@ def twin_size(n_forget: int, n_retain: int) -> int:
   return int(round(n_forget * (n_retain + n_forget) / n_retain))
 
 
-def draw_twin(problem, key: jax.Array, size: int) -> jax.Array:
+def draw_twin(problem, key: jax.Array, size: int, flip: bool = True) -> jax.Array:
   """D_t: ``size`` class-c images of the holdout pool; augmented copies fill a short pool.
 
-  Crop-with-zero-padding and flip move pixels without changing their values, so the copies
-  stay exact uint8 images.
+  Crop-with-zero-padding and flip (only where ``flip``: not for digits) move pixels without
+  changing their values, so the copies stay exact uint8 images.
   """
   pool = problem.class_rows(problem.split.holdout)
   if len(pool) == 0:
@@ -36,7 +36,7 @@ def draw_twin(problem, key: jax.Array, size: int) -> jax.Array:
     return problem.take(pool[pick])[0]
   base = problem.take(pool)[0]
   extra = np.asarray(jax.random.choice(k_fill, len(pool), (size - len(pool),)))
-  copies = data_lib.augment(k_aug, data_lib.to_float(base[extra]))
+  copies = data_lib.augment(k_aug, data_lib.to_float(base[extra]), flip=flip)
   copies = jnp.round(copies * 255.0).astype(base.dtype) if base.dtype == jnp.uint8 else copies
   return jnp.concatenate([base, copies])
 
