@@ -1,5 +1,6 @@
-"""PGD stays in its ball and in [0, 1], raises the loss / hits its target, compiles once; target
-draws never return the label; L2UL's adversarial set; TMU's AF.
+"""PGD stays in its ball and in [0, 1], raises the loss / hits its target, compiles once; a key
+per example makes each L∞ start independent of the batch; target draws never return the label;
+L2UL's adversarial set (chunked through tmu_jax.batched: any chunk gives the same set); TMU's AF.
 
 Tiny problems on 8x8x1 images: a fixed random linear model and the registry's 64-32-10 MLP.
 On this CPU every new program costs 0.05-2 s to compile, so each test runs one jitted program
@@ -79,6 +80,31 @@ def test_linf_in_ball_raises_loss_compiles_once_deterministic():
   np.testing.assert_array_equal(again[0], up)  # same key, same result
   other = _numpy(run(_images(64, seed=7), jax.random.key(3)))  # a second batch: no retrace
   assert not np.array_equal(other[0], up)
+
+
+def test_linf_per_example_keys_do_not_depend_on_the_batch():
+  """With a key per example, each start and PGD result depends on its own key, not the batch."""
+  f = _mlp()
+
+  @jax.jit
+  def run(x, keys):
+    y = jnp.argmax(f(x), -1)
+    init = attacks.linf_init(0.1)
+    pgd = lambda xs, ys, ks: attacks.pgd_linf(f, xs, ys, ks, eps=0.1, step_size=0.025, steps=5)
+    return (init(keys, x), init(keys[3:], x[3:]), init(keys[0], x),
+            attacks.linf_init(0.1, random_start=False)(keys, x), pgd(x, y, keys),
+            pgd(x[3:], y[3:], keys[3:]))
+
+  x, keys = _images(8), jax.random.split(jax.random.key(4), 8)
+  whole, part, one_key, still, adv, adv_part = _numpy(run(x, keys))
+  np.testing.assert_array_equal(part, whole[3:])
+  np.testing.assert_array_equal(adv_part, adv[3:])
+  np.testing.assert_array_equal(still, x)
+  for start in (whole, one_key):
+    assert np.abs(start - x).max() <= 0.1 + 1e-6 and np.abs(start - x).max() > 0.09
+  assert not np.allclose(whole, one_key)  # per-example keys are not the batch key's draw
+  assert len({row.tobytes() for row in whole - x}) == 8  # every example its own noise
+  assert np.abs(adv - x).max() <= 0.1 + 1e-6
 
 
 def test_disabled_attacks_return_input_exactly():
@@ -177,10 +203,11 @@ def test_l2ul_set_shapes_labels_single_compile_and_chunks():
   def run(xf, yf, key):
     whole = attacks.l2ul_adversarial_set(f, xf, yf, key, **kw)
     chunks = attacks.l2ul_adversarial_set(f, xf, yf, key, chunk_size=4, **kw)  # last padded
-    return whole, chunks
+    big = attacks.l2ul_adversarial_set(f, xf, yf, key, chunk_size=100, **kw)  # one chunk
+    return whole, chunks, big
 
   x, y = _images(3), np.array([0, 1, 2], np.int32)
-  (xa, ya), (xc, yc) = _numpy(run(x, y, jax.random.key(0)))
+  (xa, ya), (xc, yc), (xg, yg) = _numpy(run(x, y, jax.random.key(0)))
   assert xa.shape == (15,) + SHAPE and xa.dtype == np.float32
   assert ya.shape == (15,) and ya.dtype == np.int32
   assert not np.any(ya == np.repeat(y, 5))
@@ -189,7 +216,9 @@ def test_l2ul_set_shapes_labels_single_compile_and_chunks():
   # Chunking draws the same targets and starts, so it makes the same set.
   np.testing.assert_array_equal(yc, ya)
   np.testing.assert_allclose(xc, xa, atol=1e-5)
-  (xb, yb), _ = _numpy(run(x, y, jax.random.key(0)))
+  np.testing.assert_array_equal(yg, ya)
+  np.testing.assert_allclose(xg, xa, atol=1e-5)
+  (xb, yb), _, _ = _numpy(run(x, y, jax.random.key(0)))
   np.testing.assert_array_equal(xb, xa)  # deterministic for a fixed key
   np.testing.assert_array_equal(yb, ya)
   run(_images(3, seed=9), y, jax.random.key(1))  # a second batch: no retrace

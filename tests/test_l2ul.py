@@ -1,13 +1,18 @@
 """L2UL (METHODS §3): MAS importance against a hand-computed gradient, the inverted importance,
-the anchor penalty, the stop rule, relabel mode, collapse reporting, bring-your-own-model, and the
-registered cases inside the experiment (instance scenario, k sweep, continual rounds).
+the anchor penalty, the forget losses, and the loop on the session's tiny real M_o (k = 16
+training images of T drawn uniformly, the configs/l2ul_fashion_mnist.py settings): the exact
+stop step, one host sync per chunk, one compiled update across a λ/lr grid, relabel mode, the
+oracle case, collapse and NaN reporting, the registered method, and bring-your-own-model.
 
-Targeted L2 PGD (hits its target, stays in the ball and in [0, 1]) and the target draw (never y,
-for any number of classes) are pinned in tests/test_attacks.py.
+Pinned step counts hold for the tiny problem of tests/conftest.py (its data, split and M_o):
+a change there moves them, and the invariant next to each pin says what must still hold.
+Targeted L2 PGD and the target draw are pinned in tests/test_attacks.py.
 """
 
-import os
+import dataclasses
+import math
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,13 +20,18 @@ import numpy as np
 import pytest
 
 from configs import l2ul_fashion_mnist
-from tmu_jax import data as data_lib, engine, experiment
-from tmu_jax.methods import l2ul
-from tmu_jax.models import get_model
+from tmu_jax import data as data_lib, schema, train
+from tmu_jax.errors import ConfigError
+from tmu_jax.experiment import runs
+from tmu_jax.methods import l2ul, registry
+from tmu_jax.methods.l2ul import loop as l2ul_loop
+from tmu_jax.methods.l2ul.losses import ForgetLoss
+from tmu_jax.methods.l2ul.mas import invert_importance, mas_importance, mas_penalty
+from tmu_jax.train import loop as train_loop
 
-FMNIST = "/usr/share/datasets/fashion-mnist"
-needs_data = pytest.mark.skipif(not os.path.isdir(FMNIST),
-                                reason="apt-get install dataset-fashion-mnist")
+K = 16
+# The configs/l2ul_fashion_mnist.py section: forget_loss "complement", λ = 0.3, lr 1e-3.
+CONFIG = schema.parse(l2ul.L2UL, l2ul_fashion_mnist.get_config().methods.l2ul, "methods.l2ul")
 
 
 class Linear(nn.Module):
@@ -30,14 +40,16 @@ class Linear(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+    h = x.reshape((x.shape[0], -1))
+    return nn.Dense(3)(h), h
 
 
 def test_mas_matches_hand_computed_gradient():
+  """Ω = mean_x |∂‖f(x)‖₂/∂θ| equals the closed form of a linear model (padded last chunk)."""
   model = Linear()
   x = jax.random.uniform(jax.random.key(0), (5, 2, 2, 1))
   variables = model.init(jax.random.key(1), x)
-  omega = l2ul.mas_importance(model.apply, variables, x, chunk=2)  # 5 = 2+2+1: a padded chunk
+  omega = mas_importance(model, variables, x, chunk=2)  # 5 = 2 + 2 + 1: a padded chunk
   w, b = variables["params"]["Dense_0"]["kernel"], variables["params"]["Dense_0"]["bias"]
   flat = np.asarray(x).reshape(5, -1)
   logits = flat @ np.asarray(w) + np.asarray(b)
@@ -49,173 +61,253 @@ def test_mas_matches_hand_computed_gradient():
 
 
 def test_invert_importance_and_constant_tensor():
+  """Ω' = 1 − min-max(Ω) per tensor; a constant (or zero) tensor gives ones, never NaN."""
   omega = dict(a=jnp.array([0.0, 1.0, 3.0]), const=jnp.full((2, 2), 0.7), zero=jnp.zeros(4))
-  inv = l2ul.invert_importance(omega)
+  inv = invert_importance(omega)
   np.testing.assert_allclose(inv["a"], [1.0, 2 / 3, 0.0], rtol=1e-6)
-  np.testing.assert_array_equal(inv["const"], np.ones((2, 2)))  # never NaN
+  np.testing.assert_array_equal(inv["const"], np.ones((2, 2)))
   np.testing.assert_array_equal(inv["zero"], np.ones(4))
 
 
 def test_mas_penalty_value():
+  """R = λ·Σ Ω'·(θ − θ_o)²/2 by hand."""
   params = dict(w=jnp.array([1.0, 2.0]), b=jnp.array([0.5]))
   aux = dict(omega=dict(w=jnp.array([1.0, 0.5]), b=jnp.array([2.0])),
-             anchor=dict(w=jnp.array([0.0, 0.0]), b=jnp.array([0.0])), lam=jnp.float32(3.0))
-  # 3 · (1·1 + 0.5·4 + 2·0.25) / 2 = 5.25
-  assert float(l2ul.mas_penalty(params, aux)) == pytest.approx(5.25)
+             anchor=dict(w=jnp.array([0.0, 1.0]), b=jnp.array([0.0])), lam=jnp.float32(3.0))
+  # 3 · (1·1 + 0.5·1 + 2·0.25) / 2 = 3.0
+  assert float(mas_penalty(params, aux)) == pytest.approx(3.0)
 
 
-def test_bad_settings_fail_clearly():
-  with pytest.raises(ValueError, match="case 'bogus'"):
-    l2ul.check_settings(l2ul.Settings(case="bogus"))
-  with pytest.raises(ValueError, match="forget_loss"):
-    l2ul.check_settings(l2ul.Settings(forget_loss="x"))
+def test_forget_loss_kinds():
+  """Each kind's value on ascent rows, CE elsewhere; complement moves where −CE's gradient is 0."""
+  logits = jnp.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [5.0, 0.0, 0.0]])
+  batch = dict(label=jnp.array([0, 0, 2]), weight=jnp.array([-1.0, -1.0, 1.0]))
+  z = np.asarray(logits, np.float64)
+  logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+  ce = -logp[np.arange(3), [0, 0, 2]]
+  complement = np.log(1 - np.exp(logp[np.arange(2), 0]))  # log(1 − p_y) on the ascent rows
+  np.testing.assert_allclose(ForgetLoss("ce")(logits, batch), ce, rtol=1e-5)
+  # Row 1 is no longer predicted as y: ce_correct stops pushing it.
+  np.testing.assert_allclose(ForgetLoss("ce_correct")(logits, batch), [ce[0], 0.0, ce[2]],
+                             rtol=1e-5)
+  np.testing.assert_allclose(ForgetLoss("complement")(logits, batch), [*complement, ce[2]],
+                             rtol=1e-5)
+  # A saturated row (p_y = 1 in float32): the engine's loss is weight · ℓ = −ℓ.
+  sat = dict(label=jnp.array([0]), weight=jnp.array([-1.0]))
+  saturated = jnp.array([[200.0, 0.0, 0.0]])
+  grad = lambda kind: jax.grad(lambda l: -ForgetLoss(kind)(l, sat)[0])(saturated)
+  np.testing.assert_array_equal(grad("ce"), 0.0)
+  np.testing.assert_allclose(grad("complement"), [[1.0, -0.5, -0.5]], atol=1e-6)
+  with pytest.raises(ValueError, match="forget_loss 'x' is not valid"):
+    ForgetLoss("x")(logits, batch)
 
 
-# ----------------------------------------------------------------------------- on real data
+def test_bad_settings_and_inputs_fail_clearly():
+  """Bad settings are ConfigErrors naming the field; bad inputs ValueErrors, before any work."""
+  with pytest.raises(ConfigError, match="methods.l2ul.case = 'bogus'"):
+    schema.parse(l2ul.L2UL, dict(case="bogus"), "methods.l2ul")
+  model = Linear()
+  x = jnp.zeros((2, 2, 2, 1))
+  variables = model.init(jax.random.key(0), x)
+  y = jnp.zeros(2, jnp.int32)
+  kw = dict(num_classes=3, key=jax.random.key(0))
+  with pytest.raises(ConfigError, match="unlearn_instances.forget_loss = 'x'"):
+    l2ul.unlearn_instances(model.apply, variables, x, y, forget_loss="x", **kw)
+  with pytest.raises(ConfigError, match="unlearn_instances.lambda is not a setting"):
+    l2ul.unlearn_instances(model.apply, variables, x, y, **{"lambda": 1.0}, **kw)
+  with pytest.raises(ValueError, match="only params and batch_stats"):
+    l2ul.unlearn_instances(model.apply, dict(variables, cache={}), x, y, **kw)
+  state = train.from_variables(variables)
+  go = lambda s=CONFIG, **extra: l2ul.unlearn_state(model, state, x, y, jax.random.key(0), s,
+                                                    num_classes=3, **extra)
+  with pytest.raises(ValueError, match="mode 'bogus'"):
+    go(mode="bogus")
+  with pytest.raises(ValueError, match="relabel mode needs new_labels"):
+    go(mode="relabel")
+  with pytest.raises(ValueError, match="'oracle' needs retain"):
+    go(dataclasses.replace(CONFIG, case="oracle"))
 
 
-@pytest.fixture(scope="module")
-def tiny():
-  """An MLP 784-64-10 trained with weight decay on 2000 Fashion-MNIST images (a few seconds)."""
-  ds = data_lib.load_idx("fashion_mnist", FMNIST)
-  idx = data_lib.balanced_subset(ds.train_labels, 10, 2400, 0)
-  x, y = jnp.asarray(ds.train_images[idx]), jnp.asarray(ds.train_labels[idx])
-  model = get_model("mlp", 10, (0.286,), (0.353,), hidden=(64,))
-  tx = engine.make_optimizer("sgd", 0.05, momentum=0.9, weight_decay=5e-4, schedule="step",
-                             total_steps=20 * 16)
-  state = engine.create_train_state(jax.random.key(0), model, (28, 28, 1), tx)
-  state, _ = engine.fit(state, engine.Stream(dict(image=x[:2000], label=y[:2000]), 128),
-                        epochs=20, key=jax.random.key(1), spec=engine.StepSpec(), verbose=False)
-  pred = jnp.argmax(engine.predict(state.apply_fn, state.variables, x[:2000])[0], -1)
-  forget = np.flatnonzero(np.asarray(pred == y[:2000]))[:4]  # 4 correctly classified images
-  return model, state, x, y, forget
+# ----------------------------------------------------------------------------- on the tiny M_o
 
 
-def _acc(apply_fn, variables, x, y):
-  return float(100 * jnp.mean(jnp.argmax(apply_fn(variables, data_lib.to_float(x))[0], -1) == y))
-
-
-@needs_data
-def test_stop_rule_stops_at_first_step_with_zero_forget_accuracy(tiny):
-  model, state, x, y, forget = tiny
-  kw = dict(num_classes=10, key=jax.random.key(3), case="naive", forget_loss="complement",
-            lr=1e-3)
-  _, info = l2ul.unlearn_instances(model.apply, state.variables, x[forget], y[forget],
-                                   max_steps=500, **kw)
-  n = info["steps"]
-  assert info["stopped"] == "forgotten" and info["forget_acc"] == 0.0 and n > 1
-  # The same run one step shorter has not forgotten yet: the loop did not overshoot.
-  v, before = l2ul.unlearn_instances(model.apply, state.variables, x[forget], y[forget],
-                                     max_steps=n - 1, **kw)
-  assert before["stopped"] == "max_steps" and before["forget_acc"] > 0.0
-  assert _acc(model.apply, v, x[forget], y[forget]) > 0.0
-
-
-@needs_data
-def test_bring_your_own_model_l2ul_forgets_and_keeps_the_rest(tiny):
-  model, state, x, y, forget = tiny
-  held_x, held_y = x[2000:], y[2000:]
-  before = _acc(model.apply, state.variables, held_x, held_y)
-  variables, info = l2ul.unlearn_instances(
-      model.apply, state.variables, x[forget], y[forget], num_classes=10,
-      key=jax.random.key(4), num_adv=8, adv_steps=30, lam=0.1, forget_loss="complement",
-      max_steps=400)
-  assert info["stopped"] == "forgotten" and not info["collapsed"], info
-  assert _acc(model.apply, variables, x[forget], y[forget]) == 0.0
-  assert _acc(model.apply, variables, held_x, held_y) > before - 15.0
-  assert info["adv_target_rate"] > 80.0 and info["mas_time_s"] >= 0.0
-  # The caller's variables are untouched (the engine donates only its own copy).
-  assert _acc(model.apply, state.variables, x[forget], y[forget]) == 100.0
-
-
-@needs_data
-def test_relabel_mode_reaches_every_requested_label(tiny):
-  model, state, x, y, forget = tiny
-  new = (y[forget] + 1 + jnp.arange(4)) % 10
-  new = jnp.where(new == y[forget], (new + 1) % 10, new)
-  variables, info = l2ul.unlearn_instances(
-      model.apply, state.variables, x[forget], y[forget], num_classes=10, mode="relabel",
-      new_labels=new, key=jax.random.key(5), num_adv=8, adv_steps=30, lam=0.1, lr=1e-3,
-      max_steps=600)
-  assert info["stopped"] == "relabelled" and info["relabel_acc"] == 100.0, info
-  pred = jnp.argmax(model.apply(variables, data_lib.to_float(x[forget]))[0], -1)
-  np.testing.assert_array_equal(pred, new)
-
-
-@needs_data
-def test_collapse_is_reported_not_silent(tiny):
-  model, state, x, y, forget = tiny
-  # One requested label for every forget image at a huge lr: the request is met, but by a model
-  # that now predicts that class for (nearly) everything, which must be reported.
-  new = jnp.where(y[forget] == 3, 4, 3)
-  _, info = l2ul.unlearn_instances(model.apply, state.variables, x[forget], y[forget],
-                                   num_classes=10, key=jax.random.key(6), case="naive",
-                                   mode="relabel", new_labels=new, lr=2.0, max_steps=50,
-                                   x_probe=x[2000:], collapse_every=1)
-  assert info["collapsed"] and info["note"].startswith("collapsed: predicts class "), info
-
-
-# ----------------------------------------------------------------------------- experiment
-
-
-def tiny_config(arg=""):
-  c = l2ul_fashion_mnist.get_config("smoke" + ("," + arg if arg else ""))
-  c.data.train_subset = 2000
-  c.model.kwargs.hidden = (64,)
-  c.train.epochs = 10
-  c.verbose = False
-  c.experiment.methods = ("l2ul_naive", "l2ul_adv", "l2ul", "l2ul_oracle")
-  for name in c.experiment.methods:
-    c.methods[name].forget_loss = "complement"
-    c.methods[name].max_steps = 300
-    c.methods[name].lam = 0.1
-  return c
+@dataclasses.dataclass
+class Forget:
+  """The instance scenario on the tiny problem: D_f = 16 images of T, D_r = T \\ D_f."""
+  index: np.ndarray
+  x: jax.Array
+  y: jax.Array
+  probe: jax.Array
+  problem: object
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  """One model cache for the experiment tests: M_o is trained once."""
-  return str(tmp_path_factory.mktemp("l2ul_cache"))
+def forget(tiny) -> Forget:
+  """16 training images of T drawn uniformly (fixed seed), and the problem with that split."""
+  p = tiny.problem
+  index = np.sort(np.random.default_rng(0).choice(p.train_portion, K, replace=False))
+  split = p.split._replace(forget=index, retain=np.setdiff1d(p.train_portion, index))
+  problem = dataclasses.replace(p, split=split)
+  x, y = problem.take(index)
+  return Forget(index, x, y, l2ul.probe_images(problem, CONFIG.probe_size), problem)
 
 
-@needs_data
-def test_registered_cases_in_the_experiment(tmp_path, cache):
-  c = tiny_config()
-  c.cache_dir = cache
-  c.experiment.forget_sizes = (1, 4)
-  c.experiment.gold = False
-  c.experiment.methods = ("l2ul",)
-  results = experiment.run(c, str(tmp_path))
-  runs = results["runs"]
-  assert [r["k"] for r in runs] == [1, 4] and all(r["scenario"] == "instance" for r in runs)
-  for r in runs:
-    for name, m in r["methods"].items():
-      assert not m.get("failed"), (name, m)
-      assert m["steps"] >= 1 and m["stopped"] in ("forgotten", "max_steps", "collapsed")
-      if m["stopped"] == "forgotten":
-        assert m["acc_forget"] == 0.0
-  report = (tmp_path / "report.md").read_text()
-  assert "## L2UL: k × case" in report and (tmp_path / "plots" / "l2ul_k.png").exists()
+def _unlearn(tiny, f: Forget, *, mode: str = "misclassify", new_labels=None, **settings):
+  """unlearn_state from the tiny M_o on ``f`` (key 0, the test probe) with CONFIG's settings
+  updated by ``settings``."""
+  s = dataclasses.replace(CONFIG, **settings)
+  return l2ul.unlearn_state(tiny.models.scorer.model, tiny.original, f.x, f.y, jax.random.key(0),
+                            s, num_classes=tiny.problem.num_classes, mode=mode,
+                            new_labels=new_labels, probe=f.probe)
 
 
-@needs_data
-def test_continual_rounds_and_relabel(tmp_path, cache):
-  c = tiny_config("continual")
-  c.cache_dir = cache
-  c.experiment.rounds = 2
-  c.experiment.methods = ("l2ul_adv", "l2ul_oracle")
-  runs = experiment.run(c, str(tmp_path))["runs"]
-  assert [r["round"] for r in runs] == [1, 2]
-  for name in c.experiment.methods:
-    last = runs[-1]["methods"][name]
-    assert not last.get("failed"), last
-    assert len(last["acc_forget_rounds"]) == 2 and last["acc_forget_rounds"][-1] == 0.0
-    assert last["acc_test"] > 50.0  # oracle and +adv keep the model
-  assert (tmp_path / "plots" / "l2ul_continual.png").exists()
-  c = tiny_config("relabel")
-  c.cache_dir = cache
-  c.experiment.gold = False
-  c.experiment.methods = ("l2ul",)
-  c.methods.l2ul.max_steps = 600
-  m = experiment.run(c, str(tmp_path / "relabel"))["runs"][0]["methods"]["l2ul"]
-  assert m["relabel_acc"] == 100.0 and m["stopped"] == "relabelled"
+def _pred(tiny, variables, x) -> np.ndarray:
+  return np.asarray(jnp.argmax(train.logits(tiny.models.scorer.model, variables, x), -1))
+
+
+def _forget_acc(tiny, state, f: Forget) -> float:
+  return float(100 * np.mean(_pred(tiny, state.variables, f.x) == np.asarray(f.y)))
+
+
+# The configs/l2ul_fashion_mnist.py case l2ul forgets the 16 images after exactly this many steps.
+FORGOTTEN_AT = 546
+
+
+def test_stop_rule_stops_at_the_first_step_with_zero_forget_accuracy(tiny, forget):
+  """Pinned: "forgotten" after exactly FORGOTTEN_AT steps; at N − 1 steps D_f is not forgotten."""
+  state, info = _unlearn(tiny, forget)
+  assert (info["stopped"], info["steps"], info["forget_acc"]) == ("forgotten", FORGOTTEN_AT, 0.0)
+  assert int(state.step) == FORGOTTEN_AT and _forget_acc(tiny, state, forget) == 0.0
+  before, info = _unlearn(tiny, forget, max_steps=FORGOTTEN_AT - 1)
+  assert (info["stopped"], info["steps"]) == ("max_steps", FORGOTTEN_AT - 1)
+  assert info["forget_acc"] == _forget_acc(tiny, before, forget) > 0.0
+  assert _forget_acc(tiny, tiny.original, forget) == 100.0  # M_o itself is untouched
+
+
+def test_one_host_sync_per_chunk(tiny, forget, monkeypatch):
+  """The stop rule is in the graph: fit calls the compiled chunk ceil(steps / 25) times."""
+  calls = []
+  chunk = train_loop._chunk_jit
+
+  def counting(*args, **kwargs):
+    calls.append(kwargs["plan"].length)
+    return chunk(*args, **kwargs)
+
+  monkeypatch.setattr(train_loop, "_chunk_jit", counting)
+  _, info = _unlearn(tiny, forget)  # stops inside the 22nd chunk
+  assert info["steps"] == FORGOTTEN_AT
+  assert calls == [25] * math.ceil(FORGOTTEN_AT / 25) == [25] * 22
+  calls.clear()
+  _, info = _unlearn(tiny, forget, max_steps=60)  # the budget ends inside the 3rd chunk
+  assert info["steps"] == 60 and len(calls) == 3
+
+
+def test_lambda_lr_grid_compiles_the_update_and_the_adversarial_set_once(tiny, forget, monkeypatch):
+  """λ (aux data), lr (optimizer state), eps/step (traced) never retrace; a static change does."""
+  chex.clear_trace_counter()
+  # fit's compiled chunk, as a fresh program whose every trace chex counts (donation aside).
+  once = jax.jit(chex.assert_max_traces(train_loop._chunk, n=1), static_argnames=("spec", "plan"))
+  monkeypatch.setattr(train_loop, "_chunk_jit", once)
+  adv, mas = l2ul_loop.adversarial_set, mas_importance
+  _unlearn(tiny, forget, max_steps=30)
+  sizes = adv._cache_size(), mas._cache_size()
+  seen = set()
+  for lam in (0.1, 0.3, 1.0):
+    for lr in (1e-3, 3e-3):
+      state, info = _unlearn(tiny, forget, lam=lam, lr=lr, max_steps=30)
+      assert info["steps"] == 30
+      assert float(train.optim.hyperparams(state.opt_state)["learning_rate"]) == pytest.approx(lr)
+      seen.add(tuple(np.asarray(jax.tree.leaves(state.params)[0]).ravel()[:4]))
+  _unlearn(tiny, forget, eps=2.0, adv_step=0.05, max_steps=30)
+  assert (adv._cache_size(), mas._cache_size()) == sizes
+  assert len(seen) == 6  # six different runs, one compiled chunk
+  # Negative control: another forget loss is another StepSpec, hence a second trace.
+  with pytest.raises(AssertionError, match="traced > 1 times"):
+    _unlearn(tiny, forget, forget_loss="ce", max_steps=30)
+
+
+def test_relabel_mode_reaches_every_requested_label(tiny, forget):
+  """Relabel (λ = 0.1 as in the relabel config, lr 1e-2): every image at its requested label."""
+  new = l2ul.requested_labels(forget.problem, forget.index)
+  assert not np.any(np.asarray(new) == np.asarray(forget.y))
+  state, info = _unlearn(tiny, forget, mode="relabel", new_labels=new, lam=0.1, lr=1e-2)
+  assert (info["stopped"], info["steps"], info["relabel_acc"]) == ("relabelled", 66, 100.0)
+  np.testing.assert_array_equal(_pred(tiny, state.variables, forget.x), new)
+
+
+def test_collapse_is_detected_in_the_loop_and_reported(tiny, forget):
+  """One requested label for all at lr 1: the in-graph check stops at the collapse, with a note."""
+  new = jnp.where(forget.y == 3, 4, 3)
+  state, info = _unlearn(tiny, forget, mode="relabel", new_labels=new, lr=1.0, collapse_every=1)
+  assert (info["stopped"], info["steps"], info["collapsed"]) == ("collapsed", 7, True)
+  top = np.bincount(_pred(tiny, state.variables, forget.probe), minlength=10)
+  assert top.max() / forget.probe.shape[0] >= CONFIG.collapse_share
+  assert info["note"] == (f"collapsed: predicts class {top.argmax()} for "
+                          f"{100 * top.max() / forget.probe.shape[0]:.0f}% of probe images after "
+                          f"7 steps")
+
+
+def test_nan_loss_raises_and_the_experiment_reports_it(tiny, forget):
+  """A diverging run (λ = 1e20) raises NonFiniteLoss; the experiment records a failed entry."""
+  with pytest.raises(train.NonFiniteLoss, match="l2ul_l2ul: the loss became nan by step"):
+    _unlearn(tiny, forget, lam=1e20)
+  config = l2ul_fashion_mnist.get_config()
+  config.methods.l2ul.lam = 1e20
+  state, out, result = runs.apply_method(config, forget.problem, tiny.models, tiny.original,
+                                         "l2ul", jax.random.key(0), {})
+  assert state is None and result is None and out["failed"]
+  assert out["note"].startswith("collapsed: l2ul_l2ul: the loss became nan")
+
+
+def test_registered_cases_match_the_loop_and_oracle_keeps_the_rest(tiny, forget):
+  """Registered l2ul is the loop's run; l2ul_oracle forgets and keeps the test accuracy."""
+  config = l2ul_fashion_mnist.get_config()
+  ctx = dataclasses.replace(tiny.context(jax.random.key(0)), problem=forget.problem)
+  info, s = runs.settings_of(config, "l2ul")
+  assert s == CONFIG and info is registry.get("l2ul")
+  plain = info.fn(ctx, s)
+  assert (plain.stopped, plain.steps) == ("forgotten", FORGOTTEN_AT)
+  assert plain.report["adv_target_rate"] > 90.0 and not plain.report["collapsed"]
+  info, s = runs.settings_of(config, "l2ul_oracle")
+  assert s.case == "oracle"
+  oracle = info.fn(ctx, dataclasses.replace(s, lr=1e-2))
+  assert (oracle.stopped, oracle.steps) == ("forgotten", 77)
+  assert _forget_acc(tiny, oracle.state, forget) == 0.0
+  p = forget.problem
+  acc = lambda st: train.accuracy(tiny.models.scorer.model, st.variables, p.x_test, p.y_test)
+  # D_r itself keeps the model (82.7 -> 81.3 here); L2UL without it loses more (-> 66.5).
+  assert acc(oracle.state) > acc(tiny.original) - 2.0
+  assert acc(oracle.state) > acc(plain.state) + 5.0
+
+
+class UserNet(nn.Module):
+  """A user's own linen classifier returning logits only (the tiny M_o's architecture)."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    x = (x - 0.286) / 0.353
+    h = nn.relu(nn.Dense(128)(x.reshape((x.shape[0], -1))))
+    return nn.Dense(10)(h)
+
+
+def test_unlearn_instances_on_a_user_linen_model(tiny, forget):
+  """README's snippet on a user-built module: forgets 4 images, keeps the rest and the input."""
+  net = UserNet()
+  variables = {"params": tiny.original.params}
+  x_f, y_f = forget.x[:4], forget.y[:4]
+  p = tiny.problem
+  acc = lambda v, x, y: float(100 * jnp.mean(
+      jnp.argmax(net.apply(v, data_lib.to_float(x)), -1) == y))
+  before = acc(variables, p.x_test, p.y_test)
+  assert acc(variables, x_f, y_f) == 100.0
+  new, info = l2ul.unlearn_instances(net.apply, variables, x_f, y_f, num_classes=10,
+                                     key=jax.random.key(2), num_adv=8, max_steps=300,
+                                     forget_loss="complement", lam=0.3)
+  assert (info["stopped"], info["steps"], info["forget_acc"]) == ("forgotten", 35, 0.0), info
+  assert not info["collapsed"] and info["adv_target_rate"] == 100.0
+  assert acc(new, x_f, y_f) == 0.0
+  after = acc(new, p.x_test, p.y_test)
+  assert after > before - 10.0, (before, after)  # 82.7 -> 77.0 on the tiny M_o
+  assert set(new) == {"params"}
+  assert acc(variables, x_f, y_f) == 100.0  # the caller's variables are untouched

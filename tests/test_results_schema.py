@@ -51,3 +51,15 @@ def test_a_real_results_file_matches_the_schema(tmp_path):
   missing = keys_of(results) - documented_keys()
   assert not missing, f"keys not in docs/results_schema.md: {sorted(missing)}"
   assert {"group", "paper", "base", "label_acc", "mask_kept", "stopped"} <= keys_of(results)
+
+
+def test_another_configs_results_are_kept(tmp_path):
+  """Results of another config in the same workdir are moved aside, never overwritten; the same
+  config's results stay in place (to be rewritten by the rerun)."""
+  from tmu_jax.experiment import keep_other_results  # pylint: disable=import-outside-toplevel
+  (tmp_path / "results.json").write_text(json.dumps(dict(config_digest="aaa", runs=[1])))
+  keep_other_results(str(tmp_path), "aaa")
+  assert (tmp_path / "results.json").exists()
+  keep_other_results(str(tmp_path), "bbb")
+  assert not (tmp_path / "results.json").exists()
+  assert json.loads((tmp_path / "results-aaa.json").read_text())["runs"] == [1]
