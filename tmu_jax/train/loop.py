@@ -175,6 +175,10 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
         checkpointer.save(state)
         last_save = period
       if int(code) != 0:
+        # A stop rule reads predictions; NaN weights (a finite last loss, then a bad update)
+        # would pass it silently, since argmax of NaN is 0.
+        if not all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(state.params)):
+          raise NonFiniteLoss(f"{name}: the weights became NaN/inf by step {step}")
         break
   except KeyboardInterrupt:
     if checkpointer is not None:
