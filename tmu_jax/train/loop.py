@@ -66,7 +66,7 @@ def _chunk(state: TrainState, code: jax.Array, idx: tuple[jax.Array, ...],
 
   if rule is not None and rule.check_start:
     code = jnp.where((state.step == origin) & (code == 0),
-                     rule.fn(spec, state.variables, aux, state.step), code)
+                     rule.fn(spec, state.variables, aux, state.step).astype(jnp.int32), code)
 
   def running(carry):
     st, code, _, _, _, k = carry
