@@ -1,0 +1,296 @@
+"""TMU (METHODS §2): the NF / AF / CF features, standardisation, the twin problem's sizing and
+draws, the content-keyed sharing of twin artefacts between variants (never between problems or
+start models), and TMU / TMU+ pinned on the session's tiny real problem (conftest ``tiny``)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from tmu_jax import rng, train
+from tmu_jax.experiment import runs
+from tmu_jax.methods import tmu
+from tmu_jax.methods.tmu import classifier, features as F, twin
+from tmu_jax.methods.tmu.settings import AF
+
+N_FORGET, N_RETAIN = 30, 1970
+
+
+def method_key(tiny, name):
+  """The key run_method gives method ``name``."""
+  return rng.named(rng.seed_key(tiny.problem.seed), f"method/{name}")
+
+
+def _brute(q, r, k):
+  d = np.sqrt(((q[:, None, :] - r[None, :, :]) ** 2).sum(-1))
+  return np.sort(d, axis=1)[:, :min(k, r.shape[0])].mean(1)
+
+
+@pytest.mark.parametrize("n,m,qc,rc", [
+    (10, 37, 4, 8),  # both padded, several chunks each
+    (8, 16, 8, 16),  # exact chunk edges
+    (5, 3, 4, 4),  # fewer references than k
+    (33, 100, 512, 4096),  # one chunk each (defaults)
+])
+def test_nearest_distance_matches_brute_force(n, m, qc, rc):
+  """Chunked running top-k equals the brute-force mean of the k smallest distances."""
+  gen = np.random.default_rng(n * m)
+  q = gen.normal(size=(n, 6)).astype(np.float32)
+  r = gen.normal(size=(m, 6)).astype(np.float32)
+  got = F.nearest_distance(jnp.asarray(q), jnp.asarray(r), k=5, query_chunk=qc, ref_chunk=rc)
+  np.testing.assert_allclose(got, _brute(q, r, 5), rtol=1e-4, atol=1e-4)
+
+
+def test_nf_feature_matches_brute_force(tiny):
+  """NF of D_f with M_o: brute-force k-NN over L2-normalised penultimate features of class c."""
+  ctx, problem = tiny.context(), tiny.problem
+  x_f, _ = problem.take(problem.split.forget)
+  x_c, _ = problem.take(problem.class_rows(problem.split.retain))
+  got = F.nf_feature(ctx.model, tiny.original.variables, x_f, x_c, k=5, batch_size=64,
+                     ref_chunk=100)
+  unit = lambda x: (lambda p: p / np.linalg.norm(p, axis=1, keepdims=True))(
+      np.asarray(train.predict(ctx.model, tiny.original.variables, x)[1], np.float64))
+  np.testing.assert_allclose(got, _brute(unit(x_f), unit(x_c), 5), rtol=1e-4, atol=1e-5)
+
+
+def test_af_at_zero_budget_is_the_clean_entropy(tiny):
+  """eps = 0: x_adv = x, so AF = −Σ p log p(x) = H(p); eps > 0: AF ≥ H(p) (Gibbs), > on average."""
+  ctx = tiny.context()
+  x, y = tiny.problem.take(tiny.problem.split.forget)
+  p = jax.nn.softmax(ctx.logits(tiny.original, x))
+  entropy = np.asarray(-jnp.sum(p * jnp.log(p), -1))
+  af0 = F.af_feature(ctx.model, tiny.original.variables, x, y, jax.random.key(2), eps=0.0,
+                     steps=10)
+  np.testing.assert_allclose(af0, entropy, rtol=1e-5, atol=1e-6)
+  af = np.asarray(F.af_feature(ctx.model, tiny.original.variables, x, y, jax.random.key(2),
+                               eps=8 / 255, steps=10))
+  assert np.all(af >= entropy - 1e-5) and np.mean(af - entropy) > 0.1
+
+
+def test_af_does_not_depend_on_batch_size(tiny):
+  """Each example's PGD start is keyed by its index: batch size 7 and 1024 give the same AF."""
+  ctx = tiny.context()
+  x, y = tiny.problem.take(tiny.problem.split.forget)
+  af = [F.af_feature(ctx.model, tiny.original.variables, x, y, jax.random.key(3), eps=4 / 255,
+                     steps=10, batch_size=b) for b in (7, 1024)]
+  # Equal to float32 round-off (matmuls of 7 vs 30 rows block differently: ≤ 3e-6 here);
+  # other random starts move AF by orders of magnitude more (checked last).
+  np.testing.assert_allclose(af[0], af[1], rtol=1e-5, atol=1e-5)
+  other = F.af_feature(ctx.model, tiny.original.variables, x, y, jax.random.key(4), eps=4 / 255,
+                       steps=10)
+  assert np.max(np.abs(np.asarray(other) - np.asarray(af[1]))) > 1e-3
+
+
+def test_standardizer_uses_twin_statistics():
+  """Both problems are standardised with the twin set's mean and std (§2.3)."""
+  twin_feats = np.array([[0.0, 10.0], [2.0, 30.0]])
+  s = F.Standardizer.fit(twin_feats)
+  np.testing.assert_allclose(s(twin_feats), [[-1, -1], [1, 1]])
+  np.testing.assert_allclose(s(np.array([[1.0, 20.0]])), [[0, 0]])
+
+
+def test_twin_size_rule():
+  """|D_t| = round(|D_f|·(|D_r| + |D_f|)/|D_r|) (TMU Eq. 3)."""
+  assert twin.twin_size(100, 47900) == 100
+  assert twin.twin_size(4000, 44000) == 4364  # 4000·48000/44000 = 4363.6
+  assert twin.twin_size(10, 10) == 20
+  assert twin.twin_size(30, 1970) == 30  # the tiny problem
+
+
+def test_predict_easy_thresholds():
+  """half: p > 0.5; twin_rate: the round(rate·n) lowest p are hard; random: that many at random."""
+  p = np.array([0.9, 0.8, 0.95, 0.7, 0.99])
+  np.testing.assert_array_equal(classifier.predict_easy(p, "twin_rate", 0.4),
+                                [True, False, True, False, True])
+  np.testing.assert_array_equal(classifier.predict_easy(p, "half", 0.4), [True] * 5)
+  rand = classifier.predict_easy(p, "random", 0.4, jax.random.key(0))
+  assert (~rand).sum() == 2
+
+
+def _crops(images, flip):
+  """Every crop (zero padding 4) of every image, and their mirror images when ``flip``."""
+  padded = np.pad(images[..., 0], ((0, 0), (4, 4), (4, 4)))
+  out = [padded[:, i:i + 28, j:j + 28] for i in range(9) for j in range(9)]
+  out += [o[:, :, ::-1] for o in out] if flip else []
+  return {o.tobytes() for crop in out for o in crop}
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_draw_twin_fills_a_short_pool_with_exact_copies(tiny, flip):
+  """A pool of 50 drawn for 80: the 50 pool images, then 30 uint8 copies, each exactly a crop
+  (and mirror, only with flip) of a pool image: augmentation moves pixels, never alters them."""
+  problem = tiny.problem
+  pool = problem.take(problem.class_rows(problem.split.holdout))[0]
+  assert pool.shape[0] == 50
+  drawn = np.asarray(twin.draw_twin(problem, jax.random.key(4), 80, flip=flip))
+  assert drawn.shape == (80, 28, 28, 1) and drawn.dtype == np.uint8
+  np.testing.assert_array_equal(drawn[:50], pool)
+  copies = drawn[50:, ..., 0]
+  assert {c.tobytes() for c in copies} <= _crops(np.asarray(pool), flip)
+  mirrored = sum(c.tobytes() not in _crops(np.asarray(pool), False) for c in copies)
+  assert (mirrored > 0) == flip  # flipped copies exist exactly when flips are allowed
+
+
+def test_draw_twin_from_a_large_pool_has_no_repeats(tiny):
+  """A pool of 50 drawn for 30: 30 distinct pool images, no augmentation."""
+  problem = tiny.problem
+  pool = {x.tobytes() for x in np.asarray(problem.take(
+      problem.class_rows(problem.split.holdout))[0])}
+  drawn = {x.tobytes() for x in np.asarray(twin.draw_twin(problem, jax.random.key(5), 30))}
+  assert len(drawn) == 30 and drawn <= pool
+
+
+def _new(x, *others):
+  return all(x is not o for o in others)
+
+
+def test_twin_artefacts_are_keyed_by_content(tiny, monkeypatch):
+  """Variants with equal twin settings share one computation; another split, another M_o key or
+  other twin settings in the same shared dict each get their own artefacts."""
+  made = []
+
+  def fake(ctx, s):
+    made.append((ctx.problem.seed, ctx.original_key, s.twin_key))
+    return dict(forget=np.asarray(ctx.problem.split.forget), n=len(made))
+
+  monkeypatch.setattr(tmu, "compute_twin_artifacts", fake)
+  shared = {}
+  ctx0 = tiny.context()
+  ctx0.shared = shared
+  faithful = tmu.TMU()
+  a = tmu.twin_artifacts(ctx0, faithful)
+  variant = tmu.TMU(balanced=True, threshold="twin_rate", features="nf,cf")
+  assert tmu.twin_artifacts(ctx0, variant) is a and len(made) == 1  # downstream-only changes
+
+  problem1 = runs.make_problem(tiny.config, tiny.problem.dataset, 6, 1)  # another split (seed 1)
+  ctx1 = tiny.context()
+  ctx1.problem, ctx1.shared = problem1, shared
+  b = tmu.twin_artifacts(ctx1, faithful)
+  assert b is not a and len(made) == 2
+  np.testing.assert_array_equal(b["forget"], problem1.split.forget)  # its own problem's
+  assert not np.array_equal(a["forget"], b["forget"])
+  problem2 = runs.make_problem(tiny.config, tiny.problem.dataset, 0, 0)  # another forget class
+  ctx2 = tiny.context()
+  ctx2.problem, ctx2.shared = problem2, shared
+  assert _new(tmu.twin_artifacts(ctx2, faithful), a, b) and len(made) == 3
+
+  ctx3 = tiny.context()
+  ctx3.shared, ctx3.original_key = shared, "another-M_o"  # same split, another M_o
+  assert _new(tmu.twin_artifacts(ctx3, faithful), a, b) and len(made) == 4
+  other_twins = tmu.TMU(af=AF(eps=8 / 255))
+  assert tmu.twin_artifacts(ctx0, other_twins) is not a and len(made) == 5
+  assert tmu.twin_artifacts(ctx0, faithful) is a and len(made) == 5  # still there
+
+
+class _Seen(Exception):
+  """Raised by the stub below once it has recorded its context."""
+
+
+def test_start_model_keys_twin_artefacts(tiny, monkeypatch):
+  """apply_method keys the start model: M_o by its cache key, any other start (a continual
+  round's model) by its weights, so a variant from another start never reuses M_o's twins."""
+  seen = []
+
+  def record(ctx, s):
+    seen.append(ctx.original_key)
+    raise _Seen
+
+  monkeypatch.setattr(tmu, "compute_twin_artifacts", record)
+  for start in (tiny.original, tiny.gold, tiny.gold):
+    with pytest.raises(_Seen):
+      runs.apply_method(tiny.config, tiny.problem, tiny.models, start, "tmu",
+                        jax.random.key(0), {})
+  assert seen[0] == tiny.models.original_key
+  assert seen[1] != seen[0] and seen[1] == seen[2]  # content, not identity
+
+
+# What each TMU variant does on the tiny problem: (steps, stop, predicted hard, correct on D_f,
+# correct on D_r, its easy/hard prediction right against gold on D_f). M_o: 28/30, 1952/1970.
+PINNED = dict(
+    tmu=(80, "", 9, 27, 1957, 21),  # random labels on the 9 hard: only 1 of them flips
+    tmu_rate=(80, "", 11, 24, 1954, 21),  # the twin-rate threshold: 11 hard, same features
+    tmu_plus=(8, "all_flipped", 11, 10, 1862, 23),  # runner-up labels until all 11 hard flip
+)
+
+
+@pytest.fixture(scope="module")
+def tmu_runs(tiny):
+  """tmu, a variant and tmu_plus sharing its twin settings, run as the experiment runs them
+  (one shared dict, the experiment's keys), counting the twin computations."""
+  config = tiny.config.copy_and_resolve_references()
+  config.methods.tmu_rate = default.tmu_variant(config.methods.tmu, threshold="twin_rate")
+  config.methods.tmu_plus.n_twins = 1  # TMU+'s twin settings then equal TMU's: shared too
+  real, calls, shared, out = tmu.compute_twin_artifacts, [], {}, {}
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(tmu, "compute_twin_artifacts", lambda ctx, s: calls.append(s) or real(ctx, s))
+    for name in PINNED:
+      state, entries, result = runs.apply_method(config, tiny.problem, tiny.models,
+                                                 tiny.original, name, method_key(tiny, name),
+                                                 shared)
+      out[name] = (state, entries, result, len(calls))
+  out["shared"] = shared
+  return out
+
+
+def _correct(tiny, state):
+  x_f, y_f = tiny.problem.take(tiny.problem.split.forget)
+  return np.asarray(jnp.argmax(tiny.models.scorer.logits(state, x_f), -1) == y_f)
+
+
+@pytest.mark.parametrize("name", list(PINNED))
+def test_tmu_variant_outcome(tiny, tmu_runs, name):
+  """Each variant's steps, predicted-hard count, D_f / D_r correct counts and label accuracy."""
+  state, entries, result, _ = tmu_runs[name]
+  acc = tiny.models.scorer.accuracies(state)
+  label_acc = tiny.models.scorer.label_accuracy(result.pred_easy, tiny.models.ref)
+  assert (result.steps, result.stopped, entries["pred_hard"],
+          round(acc["acc_forget"] * N_FORGET / 100), round(acc["acc_retain"] * N_RETAIN / 100),
+          round(label_acc * N_FORGET / 100)) == PINNED[name]
+  assert entries["pred_hard"] == int((~result.pred_easy).sum())
+  assert entries["twin_size"] == 30 and entries["group"] == "tmu"
+  assert result.arrays["forget"].shape == (N_FORGET, 3)
+
+
+def test_variants_share_twin_artefacts(tmu_runs):
+  """tmu, tmu_rate and tmu_plus (here with tmu's twin settings) compute the twins once."""
+  assert [tmu_runs[name][3] for name in PINNED] == [1, 1, 1]
+  for name in ("tmu_rate", "tmu_plus"):
+    a, b = tmu_runs["tmu"][2].arrays, tmu_runs[name][2].arrays
+    for k in ("twin", "twin_easy", "forget"):
+      np.testing.assert_array_equal(a[k], b[k])
+  assert tmu_runs["tmu"][2].arrays["twin"].shape == (30, 3)
+
+
+def test_faithful_tmu_keeps_predicted_easy(tiny, tmu_runs):
+  """Faithful TMU: predicted-easy samples M_o had right stay right; of the 9 predicted hard,
+  random labels flip just 1 (sample 29)."""
+  state, _, result, _ = tmu_runs["tmu"]
+  before, after, easy = _correct(tiny, tiny.original), _correct(tiny, state), result.pred_easy
+  assert np.all(after[easy & before])
+  assert np.flatnonzero(~easy & ~after).tolist() == [29]
+
+
+def test_tmu_plus_flips_every_predicted_hard(tiny, tmu_runs):
+  """TMU+: every predicted-hard sample ends misclassified; but runner-up training also flips 7
+  of the 17 predicted-easy samples M_o had right (the easy ones are *not* all kept)."""
+  state, _, result, _ = tmu_runs["tmu_plus"]
+  before, after, easy = _correct(tiny, tiny.original), _correct(tiny, state), result.pred_easy
+  assert not after[~easy].any()
+  assert (int((easy & before).sum()), int((easy & before & after).sum())) == (17, 10)
+
+
+def test_tmu_through_run_method_saves_features(tiny, tmu_runs, tmp_path):
+  """run_method scores TMU as run above (label_acc 21/30) and saves its per-sample features;
+  given the run's shared dict it reuses the twins."""
+  out = runs.run_method(tiny.config, str(tmp_path), tiny.problem, tiny.models, "tmu",
+                        shared=tmu_runs["shared"])
+  assert not out["cached"] and out["label_acc"] == pytest.approx(100 * PINNED["tmu"][5] / 30)
+  assert out["pred_hard"] == PINNED["tmu"][2]
+  assert round(out["acc_forget"] * N_FORGET / 100) == PINNED["tmu"][3]
+  saved = np.load(tmp_path / out["features_file"])
+  np.testing.assert_array_equal(saved["forget"], tmu_runs["tmu"][2].arrays["forget"])
+  assert saved["p_easy"].shape == (N_FORGET,)
+  json.dumps(out)  # JSON-able as results.json needs
