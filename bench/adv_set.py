@@ -11,18 +11,15 @@ median of ``--repeats`` timed runs per side (JAX compile time apart) and their r
 """
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tmu_jax import attacks  # noqa: E402
-from tmu_jax.models import get_model  # noqa: E402
+from tmu_jax import attacks
+from tmu_jax.models import get_model
 
 MEAN, STD = 0.2860, 0.3530
 

@@ -21,16 +21,15 @@ a warm-up run that compiles.
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tmu_jax import engine, features  # noqa: E402
-from tmu_jax.models import get_model  # noqa: E402
+from tmu_jax import train
+from tmu_jax.methods.tmu import features
+from tmu_jax.models import get_model
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -52,8 +51,9 @@ def main():
   rng = np.random.default_rng(0)
   shape = (28, 28, 1)
   model = get_model(args.model, 10, (0.286,), (0.353,))
-  tx = engine.make_optimizer("sgd", 0.01, momentum=0.9)
-  state = engine.create_train_state(jax.random.key(0), model, shape, tx)
+  opt = train.Optimizer("sgd", 0.01, momentum=0.9)
+  state = train.new_state(jax.random.key(0), model, shape, opt)
+  spec = train.StepSpec(model=model, optimizer=opt.family, num_classes=10)
   images = lambda n: jnp.asarray(rng.integers(0, 256, (n,) + shape, np.uint8))
   labels = lambda n: jnp.asarray(rng.integers(0, 10, n), jnp.int32)
 
@@ -66,17 +66,19 @@ def main():
   for tag, s in (("small", 1), ("large", args.scale)):
     n_q, n_r, n_c = (sizes["forget"] * s, sizes["remaining"] * s, sizes["curriculum"] * s)
     x_q, y_q, x_r = images(n_q), labels(n_q), images(n_r)
-    nf = lambda: features.nf_feature(state, x_q, x_r, k=5)
+    nf = lambda: features.nf_feature(model, state.variables, x_q, x_r, k=5)
     phi_q = jnp.asarray(rng.normal(size=(n_q, 256)), jnp.float32)
     phi_r = jnp.asarray(rng.normal(size=(n_r, 256)), jnp.float32)
     search = lambda: features.nearest_distance(phi_q, phi_r, k=5)
-    af = lambda: features.af_feature(state, x_q, y_q, jax.random.key(1), eps=4 / 255, steps=10)
-    stream = engine.Stream(dict(image=images(n_c), label=labels(n_c)), 128)
+    af = lambda: features.af_feature(model, state.variables, x_q, y_q, jax.random.key(1),
+                                     eps=4 / 255, steps=10)
+    stream = train.Stream(dict(image=images(n_c), label=labels(n_c)), 128)
 
     def cf():  # M_c: 2 epochs from scratch, then the per-sample loss of the queries
-      fresh = engine.create_train_state(jax.random.key(2), model, shape, tx)
-      m_c, _ = engine.fit(fresh, stream, epochs=2, key=jax.random.key(3), verbose=False)
-      return features.per_sample_loss(m_c, x_q, y_q)
+      fresh = train.new_state(jax.random.key(2), model, shape, opt)
+      m_c, _ = train.fit(fresh, stream, spec=spec, epochs=2, key=jax.random.key(3),
+                         verbose=False)
+      return features.per_sample_loss(model, m_c.variables, x_q, y_q)
 
     results[tag] = dict(
         nf=(_median_time(nf, args.repeats), n_q, f"{n_q}x{n_r}"),

@@ -1,10 +1,14 @@
-"""Images/second of the jitted train step vs a plain PyTorch step, same net, same batch.
+"""Images/second of the compiled training loop (``tmu_jax.train.fit``) vs a plain PyTorch step
+loop, same net, same batch.
 
     python bench/train_step.py [--nets cnn,resnet18] [--batch 128] [--steps 5]
 
 Both sides: SGD momentum 0.9 with coupled weight decay 5e-4, softmax cross-entropy, float32,
 one batch of 32x32x3 images (uint8 → [0, 1] and normalisation inside the JAX step; PyTorch gets
-the float batch ready-made, which favours it slightly). Prints one ratio per net from one run.
+the float batch ready-made, which favours it slightly). The JAX side runs its timed steps in one
+compiled ``lax.scan`` chunk (one host sync) in ``fit``, and one jitted update per call in
+``step``; PyTorch runs one Python step at a time. Prints the ratios per net from one run;
+"compile s" is the first call of the jitted update less one timed step.
 """
 
 import argparse
@@ -16,30 +20,50 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tmu_jax import engine  # noqa: E402
-from tmu_jax.models import get_model  # noqa: E402
+from tmu_jax import train
+from tmu_jax.models import get_model
+from tmu_jax.train.step import apply_update
+
+
+def _timed(fn, state) -> tuple:
+  """(state, seconds) of ``fn(state)`` until its parameters are ready."""
+  t0 = time.perf_counter()
+  state = fn(state)
+  jax.block_until_ready(state.params)
+  return state, time.perf_counter() - t0
 
 
 def jax_images_per_second(name: str, x: np.ndarray, y: np.ndarray, steps: int) -> tuple:
+  """(fit images/s, single-step images/s, compile seconds of the single step) on one batch.
+
+  ``fit``: the engine as every training uses it. The stream holds exactly one batch, so an
+  epoch is one step, and all ``steps`` steps run in one compiled ``lax.scan`` chunk; the first
+  fit compiles and runs, the timed second one (from the state it left) reuses the program.
+  ``step``: the same update (``train.step.apply_update``) jitted alone, one call per step, as
+  the PyTorch loop runs: the difference is the cost of running the update inside the loop.
+  """
   model = get_model(name, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-  tx = engine.make_optimizer("sgd", 0.01, momentum=0.9, weight_decay=5e-4)
-  state = engine.create_train_state(jax.random.key(0), model, x.shape[1:], tx)
-  data = (dict(image=jnp.asarray(x), label=jnp.asarray(y)),)
-  idx = (jnp.arange(len(y))[None],)
-  valid = jnp.ones((1, len(y)))
-  spec = engine.StepSpec(num_classes=10)
-  key = jax.random.key(0)
-  args = lambda: (data, idx, valid, jnp.int32(0), jnp.int32(0), key, None)
-  t0 = time.perf_counter()
-  state, m = engine.train_step(state, *args(), spec=spec)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    state, m = engine.train_step(state, *args(), spec=spec)
-  jax.block_until_ready((state.params, m))
-  return steps * len(y) / (time.perf_counter() - t0), compile_s
+  opt = train.Optimizer("sgd", 0.01, momentum=0.9, weight_decay=5e-4, total_steps=3 * steps)
+  state = train.new_state(jax.random.key(0), model, x.shape[1:], opt)
+  images, labels = jnp.asarray(x), jnp.asarray(y)
+  stream = train.Stream(dict(image=images, label=labels), len(y))
+  spec = train.StepSpec(model=model, optimizer=opt.family, num_classes=10)
+  fit = lambda st: train.fit(st, stream, spec=spec, epochs=steps, key=jax.random.key(1),
+                             chunk_steps=steps, verbose=False)[0]
+  state, _ = _timed(fit, state)  # compiles the chunk and runs it
+  state, fit_s = _timed(fit, state)
+  batch = dict(image=images, label=labels, weight=jnp.ones(len(y), jnp.float32))
+  update = jax.jit(lambda st, b, key: apply_update(spec, st, b, key, None)[0],
+                   donate_argnums=(0,))
+
+  def loop(st):
+    for i in range(steps):
+      st = update(st, batch, jax.random.key(i))
+    return st
+
+  state, compile_s = _timed(lambda st: update(st, batch, jax.random.key(0)), state)  # compiles
+  _, step_s = _timed(loop, state)
+  return steps * len(y) / fit_s, steps * len(y) / step_s, compile_s - step_s / steps
 
 
 def torch_images_per_second(name: str, x: np.ndarray, y: np.ndarray, steps: int,
@@ -84,11 +108,13 @@ def main():
   y = rng.integers(0, 10, args.batch).astype(np.int32)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__} on "
         f"{device}; batch {args.batch}, {args.steps} timed steps after one warm-up")
-  print(f"{'net':10s} {'jax img/s':>10s} {'torch img/s':>12s} {'jax/torch':>10s} {'compile s':>10s}")
+  print(f"{'net':10s} {'fit img/s':>10s} {'step img/s':>11s} {'torch img/s':>12s} "
+        f"{'fit/torch':>10s} {'step/torch':>11s} {'compile s':>10s}")
   for name in args.nets.split(","):
-    j, compile_s = jax_images_per_second(name, x, y, args.steps)
+    fit, step, compile_s = jax_images_per_second(name, x, y, args.steps)
     t = torch_images_per_second(name, x, y, args.steps, device)
-    print(f"{name:10s} {j:10.1f} {t:12.1f} {j / t:10.2f} {compile_s:10.1f}", flush=True)
+    print(f"{name:10s} {fit:10.1f} {step:11.1f} {t:12.1f} {fit / t:10.2f} {step / t:11.2f} "
+          f"{compile_s:10.1f}", flush=True)
 
 
 if __name__ == "__main__":

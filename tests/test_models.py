@@ -42,12 +42,14 @@ def _materialize(abstract, seed: int = 0):
 
 
 def test_every_model_has_a_case():
+  """Every registered model has tiny arguments and a feature width here."""
   assert set(models.available()) == set(TINY) == set(FEATURES)
   assert {"resnet18", "resnet50", "allcnn", "vit", "mlp", "cnn", "label_mlp"} <= set(TINY)
 
 
 @pytest.mark.parametrize("name,shape", CASES)
 def test_output_shapes(name, shape):
+  """Logits and features have the expected shapes in eval and train mode."""
   model = _build(name, 7, shape[-1])
   x = jax.ShapeDtypeStruct((2,) + shape, jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
@@ -65,6 +67,7 @@ def test_output_shapes(name, shape):
 # ResNet-50 runs only abstractly (test_output_shapes): its concrete compile costs about 5 s.
 @pytest.mark.parametrize("name", ["resnet18", "allcnn", "vit", "cnn", "mlp"])
 def test_train_mode_runs_and_updates_batch_stats(name):
+  """Train mode runs; BatchNorm models update every running statistic."""
   model = _build(name, 5, 1)
   x = jax.random.uniform(jax.random.key(1), (2, 12, 12, 1))
   variables = _materialize(jax.eval_shape(model.init, jax.random.key(0), x))
@@ -83,6 +86,7 @@ def test_train_mode_runs_and_updates_batch_stats(name):
 
 
 def test_allcnn_dropout_uses_the_dropout_rng_only_in_training():
+  """All-CNN's dropout needs and uses a dropout rng in training only."""
   x = jnp.full((2, 12, 12, 1), 0.5)
   model = _build("allcnn", 3, 1, dropout=0.5)
   variables = _materialize(jax.eval_shape(model.init, jax.random.key(0), x))
@@ -100,6 +104,7 @@ def test_allcnn_dropout_uses_the_dropout_rng_only_in_training():
 
 
 def test_lsa_temperature_and_diagonal_mask():
+  """ViT's locality self-attention: τ starts at √d, the diagonal is masked, gradients finite."""
   lsa = LocalitySelfAttention(heads=2, dim_head=8)
   tokens = jax.random.normal(jax.random.key(1), (2, 5, 16))
   variables = jax.jit(lsa.init)(jax.random.key(0), tokens)
@@ -118,6 +123,7 @@ def test_lsa_temperature_and_diagonal_mask():
 
 
 def test_vit_rejects_bad_sizes():
+  """A patch size that does not divide the image, or dim not divisible by heads, is refused."""
   model = _build("vit", 10, 1, patch=5)
   with pytest.raises(ValueError, match=r"patch size 5 must divide the image size 28x28.*\[1, 2, 4, "
                                        r"7, 14, 28\]"):
@@ -127,6 +133,7 @@ def test_vit_rejects_bad_sizes():
 
 
 def test_allcnn_rejects_too_small_images():
+  """All-CNN refuses images smaller than 9x9."""
   with pytest.raises(ValueError, match="at least 9x9 pixels; got 8x8"):
     jax.eval_shape(_build("allcnn", 10, 1).init, jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
 
@@ -134,6 +141,7 @@ def test_allcnn_rejects_too_small_images():
 @pytest.mark.parametrize("name,kw", [("resnet18", dict(width=0)), ("allcnn", dict(width=2.5)),
                                      ("allcnn", dict(dropout=1.0)), ("vit", dict(depth=0))])
 def test_bad_kwargs_name_the_field(name, kw):
+  """A bad constructor argument names its model.kwargs field."""
   with pytest.raises(ValueError, match=f"model.kwargs.{next(iter(kw))}"):
     models.get_model(name, 10, **kw)
 
@@ -148,6 +156,7 @@ def _count(name: str, **kw) -> tuple[int, int]:
 
 
 def test_full_size_parameter_counts():
+  """Full-size parameter counts and feature widths match PyTorch's and our hand counts."""
   # PyTorch CIFAR ResNets (kuangliu/pytorch-cifar), BN running statistics excluded.
   assert _count("resnet18") == (11_173_962, 512)
   assert _count("resnet50") == (23_520_842, 2048)
@@ -159,5 +168,63 @@ def test_full_size_parameter_counts():
 
 
 def test_unknown_model():
+  """An unknown model name is a KeyError."""
   with pytest.raises(KeyError, match="unknown model"):
     models.get_model("nope", 10)
+
+
+def _torch_nets():
+  """bench/torch_nets.py (plain PyTorch), imported by path: bench/ is not a package."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                      "torch_nets.py")
+  spec = importlib.util.spec_from_file_location("torch_nets", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _scaled(abstract, seed: int = 0):
+  """Variables that keep activations O(1) through depth: He-scaled kernels, BN scale ~1, random
+  running means and variances in [0.5, 1.5] (so the test sees whether they are used)."""
+  rng = np.random.default_rng(seed)
+
+  def fill(path, s):
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['kernel']"):
+      return (rng.standard_normal(s.shape) * np.sqrt(2.0 / np.prod(s.shape[:-1]))).astype(s.dtype)
+    if name.endswith("['var']"):
+      return rng.uniform(0.5, 1.5, s.shape).astype(s.dtype)
+    if name.endswith("['scale']"):
+      return (1.0 + 0.2 * rng.standard_normal(s.shape)).astype(s.dtype)
+    return (0.2 * rng.standard_normal(s.shape)).astype(s.dtype)  # biases, BN shift and mean
+
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+@pytest.mark.parametrize("name,kw", [("cnn", dict(channels=(4, 8), width=16)),
+                                     ("resnet18", dict(width=8))])
+def test_forward_agrees_with_pytorch(name, kw):
+  """Eval logits match bench/torch_nets.py on the same weights: max |Δ|/max|logit| measured
+  3.3e-7 (cnn), 2.9e-7 (resnet18, width 8; 4.0e-7 at width 64), asserted ≤ 1e-4 (float32)."""
+  torch = pytest.importorskip("torch")
+  nets = _torch_nets()
+  mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+  model = models.get_model(name, 10, mean, std, **kw)
+  x = np.random.default_rng(1).random((4, 32, 32, 3), np.float32)
+  variables = _scaled(jax.eval_shape(model.init, jax.random.key(0), jnp.asarray(x)))
+  ours = np.asarray(jax.jit(lambda v, z: model.apply(v, z, train=False)[0])(variables, x))
+  if name == "cnn":
+    net = nets.SmallCNN(in_ch=3, hw=32, num_classes=10, **kw)
+  else:
+    net = nets.ResNet18(num_classes=10, **kw)
+  net.load_flax(jax.tree.map(np.asarray, variables)).eval()
+  normalized = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+  with torch.no_grad():
+    theirs = net(torch.from_numpy(normalized.transpose(0, 3, 1, 2).copy())).numpy()
+  assert theirs.dtype == ours.dtype == np.float32
+  scale = np.abs(ours).max()
+  assert scale > 0.1  # the logits carry signal, so a relative check means something
+  np.testing.assert_array_less(np.abs(ours - theirs).max() / scale, 1e-4)
+  assert (ours.argmax(-1) == theirs.argmax(-1)).all()

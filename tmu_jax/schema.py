@@ -15,6 +15,7 @@ Nested settings are dataclass-typed fields (``twin: Twin = nested(Twin)``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from typing import Any, Mapping
 
@@ -42,7 +43,9 @@ class Check:
             "str": "a string"}.get(self.kind, self.kind)
     if self.lo is None and self.hi is None:
       return f"expected {what}"
-    left, right = ("(" if self.lo_open else "["), (")" if self.hi_open else "]")
+    # An unbounded side is open: infinite values are never valid (check_value refuses them).
+    left = "(" if self.lo_open or self.lo is None else "["
+    right = ")" if self.hi_open or self.hi is None else "]"
     lo = "-inf" if self.lo is None else _num(self.lo)
     hi = "inf" if self.hi is None else _num(self.hi)
     return f"expected {what} in {left}{lo}, {hi}{right}"
@@ -75,6 +78,16 @@ def _fail(where: str, value, valid: str):
   raise ConfigError(f"config field {where} = {value!r} is not valid: {valid}")
 
 
+def _finite(value, kind: str) -> bool:
+  """NaN and ±inf are never valid; nor is an integer too large for a float field."""
+  if kind == "int":
+    return True  # an Integral
+  try:
+    return math.isfinite(value)
+  except OverflowError:
+    return False
+
+
 def check_value(check: Check, where: str, value):
   """``value`` if it passes ``check`` (converted to its kind), else one ConfigError."""
   if check.kind == "bool":
@@ -84,7 +97,7 @@ def check_value(check: Check, where: str, value):
   if check.kind in ("int", "float"):
     ok = isinstance(value, numbers.Integral) if check.kind == "int" else isinstance(
         value, numbers.Real)
-    if isinstance(value, bool) or not ok or value != value:
+    if isinstance(value, bool) or not ok or not _finite(value, check.kind):
       _fail(where, value, check.describe())
     bad_lo = check.lo is not None and (value <= check.lo if check.lo_open else value < check.lo)
     bad_hi = check.hi is not None and (value >= check.hi if check.hi_open else value > check.hi)
@@ -107,8 +120,10 @@ def parse(cls, section: Mapping[str, Any] | None, where: str, *, ignore: tuple =
   Missing keys take their defaults; an unknown key, a wrong type or an out-of-range value raises
   one ConfigError naming ``where.key``.
   """
-  section = {} if section is None else dict(section.items())
   names = {f.name: f for f in dataclasses.fields(cls)}
+  if section is not None and not callable(getattr(section, "items", None)):
+    _fail(where, section, f"expected a section of settings ({', '.join(sorted(names))})")
+  section = {} if section is None else dict(section.items())
   for key in section:
     if key not in names and key not in ignore:
       raise ConfigError(f"config field {where}.{key} is not a setting of this method; valid: "
