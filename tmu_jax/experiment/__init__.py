@@ -19,8 +19,12 @@ __all__ = ["run"]
 
 
 def config_digest(config) -> str:
-  """A short digest of the whole config (names the results of another config in a workdir)."""
-  return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:12]
+  """A short digest of the config (names the results of another config in a workdir); fields
+  that do not change results (``verbose``, ``experiment.recompute``) are left out."""
+  c = json.loads(config.to_json_best_effort())
+  c.pop("verbose", None)
+  c.get("experiment", {}).pop("recompute", None)
+  return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def keep_other_results(workdir: str, digest: str) -> None:
