@@ -8,6 +8,7 @@ methods never import the experiment (imports run one way: experiment → methods
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 
@@ -93,8 +94,10 @@ class Problem:
     labels = np.asarray(self.dataset.train_labels)
     return index[labels[index] == (self.forget_class if cls is None else cls)]
 
+  @functools.cached_property
   def split_key(self) -> str:
-    """A content key of this problem's data and split (for caches of derived artefacts)."""
+    """A content key of this problem's data and split (for caches of derived artefacts);
+    computed once per problem (it hashes every index of the split)."""
     return checkpoints.cache_key(dict(data=self.dataset.digest, name=self.dataset.name,
                                       **{k: v.tolist() for k, v in self.split._asdict().items()}))
 

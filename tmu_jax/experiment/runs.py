@@ -93,7 +93,7 @@ def run_method(config, workdir: str, problem: Problem, models: Models, name: str
   info, settings = settings_of(config, name)
   cache = MethodCache(protocol.cache_dir(config, workdir))
   key = method_key(original=models.original_key, gold=models.gold_key,
-                   split=problem.split_key(), method=info.name,
+                   split=problem.split_key, method=info.name,
                    settings=dataclasses.asdict(settings), mode=problem.mode,
                    mia_samples=config.experiment.mia_samples, name=name)
   recompute = tuple(config.experiment.recompute)

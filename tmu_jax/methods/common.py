@@ -9,7 +9,6 @@ one engine (:func:`tmu_jax.train.fit`), contributing a loss and data mixing.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -102,5 +101,3 @@ def relabel_stream(problem: Problem, retain: np.ndarray, relabeled: np.ndarray,
   flags = np.concatenate([np.zeros(len(retain) + len(kept), bool), np.ones(len(relabeled), bool)])
   return problem.stream(index, batch_size, relabel=jax.numpy.asarray(flags))
 
-
-Settings = Any  # a method's frozen settings dataclass

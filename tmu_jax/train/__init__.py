@@ -13,12 +13,12 @@ from tmu_jax.train.loop import NonFiniteLoss, StopRule, fit
 from tmu_jax.train.mesh import make_mesh
 from tmu_jax.train.optim import Optimizer
 from tmu_jax.train.predict import accuracy, logits, predict
-from tmu_jax.train.state import (TrainState, copy, from_variables, init_variables, new_state,
+from tmu_jax.train.state import (TrainState, from_variables, init_variables, new_state,
                                  start_from)
 from tmu_jax.train.step import (Stream, StepSpec, binary_cross_entropy, cross_entropy,
                                 steps_per_epoch)
 
 __all__ = ["NonFiniteLoss", "Optimizer", "StepSpec", "StopRule", "Stream", "TrainState",
-           "accuracy", "binary_cross_entropy", "copy", "cross_entropy", "fit",
+           "accuracy", "binary_cross_entropy", "cross_entropy", "fit",
            "from_variables", "init_variables", "logits", "make_mesh", "new_state", "optim",
            "predict", "start_from", "steps_per_epoch"]

@@ -47,12 +47,6 @@ def from_variables(variables: dict, opt_state: PyTree = None) -> TrainState:
                     batch_stats=variables.get("batch_stats", {}), opt_state=opt_state)
 
 
-def copy(state: TrainState) -> TrainState:
-  """A copy of every array. The update donates its input state; methods start from a copy of
-  M_o so that M_o itself is never deleted."""
-  return jax.tree.map(jnp.copy, state)
-
-
 def new_state(key: jax.Array, model: nn.Module, input_shape: tuple[int, ...],
               opt: optim.Optimizer) -> TrainState:
   """A freshly initialised ``model`` with the optimizer state of ``opt``."""

@@ -94,7 +94,7 @@ def twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
 
   The key is content: the split's key, M_o's cache key and the twin/feature settings.
   """
-  key = ("tmu/twins", ctx.problem.split_key(), ctx.original_key, s.twin_key)
+  key = ("tmu/twins", ctx.problem.split_key, ctx.original_key, s.twin_key)
   if key not in ctx.shared:
     ctx.shared[key] = compute_twin_artifacts(ctx, s)
   return ctx.shared[key]
