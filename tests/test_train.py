@@ -709,7 +709,7 @@ import test_train as t
 from tmu_jax import train
 assert len(jax.devices()) == 4
 mesh = train.make_mesh(4)
-assert mesh.axis_names == ("data",) and mesh.devices.size == 4
+assert mesh.axis_names == ("models", "data") and mesh.devices.size == 4
 state, info = train.fit(t._fresh(), t._stream(), spec=t.SPEC.replace(mesh=mesh), epochs=t.EPOCHS,
                         key=t.KEY, verbose=False)
 assert info["steps"] == t.STEPS, info

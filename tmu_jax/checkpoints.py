@@ -119,6 +119,11 @@ def _quiet_abandoned_reads(linger_s: float = 0.5) -> Iterator[None]:
     log.removeFilter(keep)
 
 
+def _step_of(state) -> int:
+  """A state's step; an ensemble's (leading member axis) is its furthest member's."""
+  return int(np.max(jax.device_get(state.step)))
+
+
 class _Damaged(Exception):
   """Why a cached model cannot be reused (one line)."""
 
@@ -150,7 +155,7 @@ class Checkpointer:
   def save(self, state, force: bool = False) -> None:
     """Starts an asynchronous save of ``state`` at its step (nothing when that step is saved)."""
     self._template = _abstract(_savable(state))
-    step = int(jax.device_get(state.step))
+    step = _step_of(state)
     if self._manager.latest_step() == step:
       return
     self._manager.save(step, args=ocp.args.StandardSave(_savable(state)), force=force)
@@ -190,9 +195,9 @@ class Checkpointer:
     if step is None or self._template is None:
       raise RunFault(f"checkpoint {self.directory}: no state was saved, so none can be "
                      f"marked done")
-    if state is not None and step != int(jax.device_get(state.step)):
+    if state is not None and step != _step_of(state):
       raise RunFault(f"checkpoint {self.directory}: the latest saved step is {step}, not the "
-                     f"final step {int(jax.device_get(state.step))}")
+                     f"final step {_step_of(state)}")
     restored = self._manager.restore(step, args=ocp.args.StandardRestore(self._template))
     record = dict(format=DONE_FORMAT, final_step=step,
                   weights_sha256=weights_digest(restored),
@@ -249,7 +254,7 @@ class Checkpointer:
     try:
       with _quiet_abandoned_reads():
         restored = self.restore(state, step)
-      got = int(jax.device_get(restored.step))
+      got = _step_of(restored)
       weights, whole = weights_digest(restored), tree_digest(_savable(restored))
       bad = nonfinite_weight(restored)
     except Exception as e:  # pylint: disable=broad-except  # any read error means damage
