@@ -7,6 +7,7 @@ override any field from the command line, e.g. ``--config.train.epochs=5``.
 import ml_collections
 
 from tmu_jax import methods, protocol, schema
+from tmu_jax.evaluation.settings import Evaluation
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -55,6 +56,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.experiment.rounds = 1  # >1: continual unlearning, rounds of forget_size new instances (§3)
   c.experiment.gold = True  # False: skip training M_g; gold-referenced metrics then use M_o
   c.experiment.recompute = ()  # methods whose cached result is recomputed ("all" for every one)
+  # ---- many models (METHODS §5b): gold ensemble, noise floor, per-example ε (docs/evaluation.md)
+  c.experiment.gold_models = 1  # G: gold models (seeds); >= 2 gives every metric its floor
+  c.experiment.epsilon = 0  # N >= 3: ε score from N retrained (+ N held out) and N unlearned
+  c.experiment.ensemble = "auto"  # member axis: vmap, map (lax.map) or auto (docs/scale.md)
+  c.experiment.ensemble_devices = 0  # devices of the ensembles' "models" mesh axis (0 = all)
+  c.experiment.ensemble_memory_mb = 4096  # state bytes of resident members; more train in groups
+  c.evaluation = ml_collections.ConfigDict(schema.to_dict(Evaluation))
 
   # ---- unlearning methods (METHODS §2–4): one section per registered method, built from its
   # typed settings (fields, defaults and checks are declared once, in tmu_jax/methods/...).

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tmu_jax import report
-from tmu_jax.report import markdown, plots, tables
+from tmu_jax.report import evaluation, markdown, plots, tables
 from tmu_jax.report.write import main as merge_main
 from tmu_jax.report.write import merge, render, write
 
@@ -286,13 +286,166 @@ def test_merge_joins_methods_of_the_same_run_and_appends_others(tmp_path):
   assert (tmp_path / "cli" / "report.md").exists()
 
 
+# ----------------------------------------------------------------------------- §5b (schema 3)
+
+
+def _spread(mean, std, n):
+  return dict(mean=mean, std=std, n=n)
+
+
+def _epsilon(f, score, eps):
+  return dict(forget_quality=f, final_score=score, ra_ratio=1.0, ta_ratio=0.99, n=4, eps=eps,
+              mean_eps=float(np.mean(eps)))
+
+
+def evaluated_run(seed=0, shift=0.0):
+  """A run with every schema-3 key: G = 4 gold models, N = 4 ε models a side, two methods.
+  Missing on purpose: retrain's act_l2, tmu's act_l2 against the members (its single-gold
+  act_dist_l2 stands in), original's RTE; tmu's gap std is NaN and its agreement floors inf."""
+  run = dict(dataset="fashion_mnist", arch="mlp", scenario="subclass", forget_class=6,
+             forget_size=4, seed=seed, gold_models=4,
+             floor=dict(gap=_spread(1.0, 0.5, 6), agreement=_spread(91.0, 0.8, 6),
+                        act_l2=_spread(0.05, 0.01, 6), act_l1=_spread(0.07, 0.01, 6)),
+             epsilon_settings=dict(n=4, grid_per_unit=100.0, delta=1e-5, bin_width=0.5,
+                                   max_epsilon=1.5, cap=50.0))
+  run["gold"] = dict(acc_test=90.0, acc_retain=99.0, acc_forget=75.0, mia=40.0, time_s=100.0,
+                     members=4, spread=dict(acc_test=0.2, acc_forget=1.5),
+                     vs_gold=dict(gap=_spread(1.1, 0.6, 4), agreement=_spread(90.8, 0.9, 4)),
+                     floors_away=dict(gap=0.2, agreement=0.25), avg_gap=0.5,
+                     avg_gap_parts=dict(ua=1.0, ra=0.5, ta=0.25, mia=0.25),
+                     epsilon=_epsilon(0.9 + shift, 0.88 + shift, [0.1, 0.2, 0.3, 0.6]))
+  run["original"] = dict(acc_test=90.5, acc_retain=100.0, acc_forget=100.0, gap=25.0, mia=60.0,
+                         members=1, vs_gold=dict(gap=_spread(25.0, 1.0, 4),
+                                                 agreement=_spread(75.0, 1.0, 4),
+                                                 act_l2=_spread(0.4, 0.02, 4)),
+                         floors_away=dict(gap=48.0, agreement=20.0, act_l2=35.0), avg_gap=13.0,
+                         epsilon=_epsilon(0.05, 0.05, [50.0, 50.0, 3.0, 2.0]))
+  finetune = _entry("finetune", 80.0, 75.0, 0, time_s=30.0, members=4,
+                    vs_gold=dict(gap=_spread(4.4, 1.2, 16), agreement=_spread(87.2, 1.3, 16),
+                                 act_l2=_spread(0.123, 0.01, 16)),
+                    floors_away=dict(gap=6.8, agreement=4.75, act_l2=7.3), avg_gap=3.25,
+                    rte=0.3, too_slow=True,
+                    epsilon=_epsilon(0.4, 0.38 + shift, [0.2, 1.0, 2.0, 50.0]))
+  tmu = _entry("tmu", 76.0, 75.0, 1, time_s=5.0, members=4,
+               vs_gold=dict(gap=_spread(1.5, NAN, 16), agreement=_spread(90.1, 1.0, 16)),
+               floors_away=dict(gap=1.0, agreement=float("inf")), avg_gap=1.25, rte=0.05,
+               too_slow=False, epsilon=_epsilon(0.7, 0.69, [0.1, 0.4, 0.9, 1.2]))
+  run["methods"] = dict(finetune=finetune, tmu=tmu)
+  return run
+
+
+RUN_EVAL = "### Evaluation against the gold ensemble (METHODS §5b)"
+SWEEP_EVAL = "## Evaluation against the gold ensemble: mean ± std over runs"
+
+
+def _table_after(md, heading):
+  """The first table after the (first) line ``heading`` of a report."""
+  return next(p for p in md.split(f"{heading}\n", 1)[1].split("\n\n") if p.startswith("|"))
+
+
+def _rows(md_table):
+  """{first cell: cells} of a markdown table's body."""
+  rows = [l[2:-2].split(" | ") for l in md_table.splitlines()[2:]]
+  return {r[0]: r for r in rows}
+
+
+def test_evaluation_table_ranks_by_final_score_against_the_floor():
+  md = render(results_of([evaluated_run()]))
+  text = _table_after(md, RUN_EVAL)
+  lines = text.splitlines()
+  assert lines[0] == ("| model | models | F | final score | Avg. Gap | agreement (vs floor) | "
+                      "gap (vs floor) | act. distance L2 (vs floor) | RTE |")
+  rows = _rows(text)
+  assert list(rows) == ["retrain (held-out gold)", "tmu", "finetune", "original"]
+  assert rows["finetune"] == [
+      "finetune", "4", "0.400", "0.380", "3.25", "87.2 ± 1.3 (floor 91.0 ± 0.8, 4.8 floors)",
+      "4.4 ± 1.2 (floor 1.0 ± 0.5, 6.8 floors)",
+      "0.123 ± 0.010 (floor 0.050 ± 0.010, 7.3 floors)", "0.300 ⚠ >0.2"]
+  # NaN std: no "±"; inf floors away: no floors; no act_l2 against the members: the single-gold
+  # act_dist_l2 beside the floor; no ⚠ at RTE 0.05.
+  assert rows["tmu"][5:] == ["90.1 ± 1.0 (floor 91.0 ± 0.8)",
+                             "1.5 (floor 1.0 ± 0.5, 1.0 floors)", "0.060 (floor 0.050 ± 0.010)",
+                             "0.050"]
+  assert rows["retrain (held-out gold)"][7:] == ["–", "–"] and rows["original"][-1] == "–"
+  assert ("G = 4 gold models; ε from N = 4 models a side (bins of 0.5 up to max ε 1.5, cap 50). "
+          "F = forgetting quality") in md
+  assert "Ranked by final score, best first." in md
+  assert SWEEP_EVAL not in md  # one run
+
+
+def test_evaluation_flags_rte_over_the_configs_limit():
+  results = results_of([evaluated_run()])
+  results["config"]["evaluation"] = dict(rte_limit=0.5)  # the producer set too_slow by it
+  results["runs"][0]["methods"]["finetune"]["too_slow"] = False
+  results["runs"][0]["methods"]["tmu"].update(rte=0.6, too_slow=True)
+  rows = _rows(_table_after(render(results), RUN_EVAL))
+  assert rows["finetune"][-1] == "0.300" and rows["tmu"][-1] == "0.600 ⚠ >0.5"
+  assert evaluation.rte_limit(None) == evaluation.rte_limit({}) == 0.2
+
+
+def test_evaluation_ranks_by_avg_gap_without_epsilon_and_missing_values_last():
+  run = evaluated_run()
+  for m in tables.models_of(run).values():
+    m.pop("epsilon")
+  run["methods"]["tmu"].pop("avg_gap")
+  md = render(results_of([run]))
+  rows = _rows(_table_after(md, RUN_EVAL))
+  assert list(rows) == ["retrain (held-out gold)", "finetune", "original", "tmu"]
+  assert rows["tmu"][1:5] == ["4", "–", "–", "–"]
+  assert "Ranked by Avg. Gap, smallest first." in md
+
+
+def test_evaluation_over_runs_aggregates_and_ends_with_the_floor():
+  md = render(results_of([evaluated_run(0), evaluated_run(1, shift=0.02)]))
+  rows = _rows(_table_after(md, SWEEP_EVAL))
+  assert list(rows) == ["retrain (held-out gold)", "tmu", "finetune", "original",
+                        "gold-vs-gold floor"]
+  assert rows["finetune"][1:5] == ["2", "0.400 ± 0.000", "0.390 ± 0.010", "3.25 ± 0.00"]
+  assert rows["finetune"][5] == "87.2 ± 0.0 (4.8 ± 0.0 floors)"
+  assert rows["finetune"][-2:] == ["0.300 ± 0.000", "2/2"]
+  assert rows["tmu"][5] == "90.1 ± 0.0" and rows["original"][-2:] == ["–", "–"]
+  assert rows["gold-vs-gold floor"][5:8] == ["91.0 ± 0.0", "1.0 ± 0.0", "0.050 ± 0.000"]
+  assert md.count(RUN_EVAL) == 2
+
+
+def test_evaluation_plots_are_written_linked_and_rebuilt_from_strict_json(tmp_path):
+  results = results_of([evaluated_run(0), evaluated_run(1, shift=0.02)])
+  write(str(tmp_path), results)
+  assert results["plots"] == ["plots/gap_by_class.png", "plots/epsilon_hist.png",
+                              "plots/floor_band.png", "plots/cost_quality.png"]
+  for p in results["plots"]:
+    assert (tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  md = (tmp_path / "report.md").read_text()
+  assert "![cost_quality.png](plots/cost_quality.png)" in md
+  back = _strict_loads((tmp_path / "results.json").read_text())
+  tmu = back["runs"][0]["methods"]["tmu"]
+  assert tmu["floors_away"]["agreement"] is None and tmu["vs_gold"]["gap"]["std"] is None
+  assert render(back) == md
+  # Without ε the cost plot's y is Avg. Gap; with neither it and no RTE there is nothing to draw.
+  run = evaluated_run()
+  for m in tables.models_of(run).values():
+    m.pop("epsilon"), m.pop("rte", None)
+  out = plots.write_all(str(tmp_path / "bare"), dict(runs=[run]))
+  assert [os.path.basename(p) for p in out] == ["gap_by_class.png", "floor_band.png"]
+
+
+def test_old_results_hold_no_evaluation_and_render_without_it():
+  assert not any(evaluation.has_evaluation(r) for r in SUBCLASS + INSTANCE)
+  assert evaluation.run_section(SUBCLASS[0]) == [] and evaluation.sweep_section(SUBCLASS) == []
+  assert "Evaluation against the gold ensemble" not in render(results_of(SUBCLASS))
+
+
 # ----------------------------------------------------------------------------- import graph
 
 PACKAGE = pathlib.Path(tables.__file__).parent
-# Imports run one way, markdown <- tables <- plots <- write; tmu_jax.workdir is the file helper.
+# Imports run one way, markdown <- tables, evaluation <- plots <- write; tmu_jax.workdir is the
+# file helper.
 ALLOWED = {"markdown": set(), "tables": {"tmu_jax.report.markdown"},
-           "plots": {"tmu_jax.workdir", "tmu_jax.report.markdown", "tmu_jax.report.tables"},
-           "write": {"tmu_jax.workdir", "tmu_jax.report.plots", "tmu_jax.report.tables"},
+           "evaluation": {"tmu_jax.report.markdown"},
+           "plots": {"tmu_jax.workdir", "tmu_jax.report.markdown", "tmu_jax.report.tables",
+                     "tmu_jax.report.evaluation"},
+           "write": {"tmu_jax.workdir", "tmu_jax.report.evaluation", "tmu_jax.report.plots",
+                     "tmu_jax.report.tables"},
            "__init__": {"tmu_jax.report.write"}, "__main__": {"tmu_jax.report.write"}}
 
 

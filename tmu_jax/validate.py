@@ -12,6 +12,7 @@ import numbers
 import os
 
 from tmu_jax import data as data_lib, methods, models, protocol, schema
+from tmu_jax.evaluation.settings import Evaluation
 from tmu_jax.errors import ConfigError
 from tmu_jax.workdir import check_writable
 
@@ -85,6 +86,7 @@ def check_config(c) -> None:
   protocol.recipe_of(c)  # every train.* field, by the Recipe schema
   _int(c, "num_devices", 0)
   _check_experiment(c)
+  schema.parse(Evaluation, _get(c, "evaluation"), "evaluation")
   _check_methods(c)
   _check_devices(c)
 
@@ -128,6 +130,15 @@ def _check_experiment(c) -> None:
   if rounds > 1 and c.data.scenario != "instance":
     _fail("experiment.rounds", rounds, "continual rounds need data.scenario = 'instance'")
   _bool(c, "experiment.gold")
+  _int(c, "experiment.gold_models", 1)
+  n = _int(c, "experiment.epsilon", 0)
+  if n in (1, 2):
+    _fail("experiment.epsilon", n, "0 (off) or >= 3 (ε needs ln(N − 1) > 0)")
+  if (n or _get(c, "experiment.gold_models") > 1) and not _get(c, "experiment.gold"):
+    _fail("experiment.gold", False, "True: a gold ensemble or the ε score needs gold models")
+  _choice(c, "experiment.ensemble", ("auto", "vmap", "map"))
+  _int(c, "experiment.ensemble_devices", 0)
+  _int(c, "experiment.ensemble_memory_mb", 1)
   names = tuple(_get(c, "experiment.methods"))
   for r in tuple(_get(c, "experiment.recompute")):
     if r != "all" and r not in names:

@@ -18,7 +18,7 @@ import numpy as np
 from tmu_jax import checkpoints
 from tmu_jax.workdir import atomic_write_json
 
-SCHEMA_VERSION = 2  # bump when a method's metrics or their meaning change
+SCHEMA_VERSION = 3  # bump when a method's metrics or their meaning change
 
 
 def public(m: dict) -> dict:

@@ -14,6 +14,7 @@ import numpy as np
 
 from tmu_jax import (checkpoints, data as data_lib, methods, protocol, rng, schema, train,
                      validate)
+from tmu_jax.experiment import ensembles, evaluate
 from tmu_jax.experiment.results import CompileTimer, MethodCache, method_key, public
 from tmu_jax.experiment.scoring import Reference, Scorer
 from tmu_jax.protocol import Problem
@@ -27,6 +28,7 @@ class Models:
   scorer: Scorer
   ref: Reference | None = None
   gold_key: str = ""
+  gold: evaluate.GoldSide | None = None  # the scored gold ensemble, its floor, ε reference
 
 
 def load_data(config) -> data_lib.Dataset:
@@ -53,8 +55,10 @@ def settings_of(config, name: str):
 
 
 def apply_method(config, problem: Problem, models: Models, start, name: str, key: jax.Array,
-                 shared: dict) -> tuple[Any, dict[str, Any], methods.Result | None]:
-  """Runs method ``name`` from ``start`` (M_o, or the previous round's model).
+                 shared: dict, members: int = 0
+                 ) -> tuple[Any, dict[str, Any], methods.Result | None]:
+  """Runs method ``name`` from ``start`` (M_o, or the previous round's model); with
+  ``members`` = m ≥ 1, its seeds 1 … m as one ensemble (methods.common).
 
   Returns (state or None if it collapsed to a NaN loss, JSON-able entries: timings, steps, the
   method's report and metadata, the Result).
@@ -69,7 +73,8 @@ def apply_method(config, problem: Problem, models: Models, start, name: str, key
                         spec=protocol.train_spec(config, models.scorer.model, problem.dataset,
                                                  recipe),
                         recipe=recipe, key=key, original_key=start_key,
-                        shared=shared, verbose=config.verbose)
+                        shared=shared, verbose=config.verbose, members=members,
+                        how=config.experiment.ensemble)
   # A config section named after its registered method is that method; any other section
   # (an ablation variant such as tmu_plus_random) is not a main-table ("paper") method.
   meta = dict(group=info.group, paper=info.paper and name == info.name, base=info.name)
@@ -95,7 +100,10 @@ def run_method(config, workdir: str, problem: Problem, models: Models, name: str
   key = method_key(original=models.original_key, gold=models.gold_key,
                    split=problem.split_key, method=info.name,
                    settings=dataclasses.asdict(settings), mode=problem.mode,
-                   mia_samples=config.experiment.mia_samples, name=name)
+                   mia_samples=config.experiment.mia_samples, name=name,
+                   gold_models=(len(models.gold.scored.scores) if models.gold else 0),
+                   epsilon=int(config.experiment.epsilon),
+                   evaluation=dataclasses.asdict(evaluation_of(config)))
   recompute = tuple(config.experiment.recompute)
   if "all" not in recompute and name not in recompute:
     cached = cache.get(name, key)
@@ -105,19 +113,87 @@ def run_method(config, workdir: str, problem: Problem, models: Models, name: str
   state, out, result = apply_method(config, problem, models, models.original, name, rkey,
                                     shared)
   if state is not None:
-    out.update(models.scorer.score(state, models.ref))
+    row, logits_f = models.scorer.score_and_logits(state, models.ref)
+    out.update(row)
     if result.pred_easy is not None:
       out["label_acc"] = models.scorer.label_accuracy(result.pred_easy, models.ref)
     if result.arrays:  # e.g. TMU's feature values, for the histograms and later analysis
-      rel = os.path.join("features", f"{name}-c{problem.forget_class}-n"
-                         f"{len(problem.split.forget)}-s{problem.seed}.npz")
+      rel = os.path.join("features", f"{name}-{_run_tag(problem)}.npz")
       os.makedirs(os.path.join(workdir, "features"), exist_ok=True)
       np.savez_compressed(os.path.join(workdir, rel),
                           **{k: np.asarray(v) for k, v in result.arrays.items()})
       out["features_file"] = rel
+    scored = evaluate.Scored([row], np.asarray(logits_f)[None])
+    n = int(config.experiment.epsilon)
+    if n >= 2 and models.gold is not None:
+      extra, info = method_seeds(config, problem, models, name, rkey, shared, n - 1)
+      if extra is None:
+        out["note"] = f"seeds: {info}"
+      else:
+        scored = evaluate.Scored(scored.scores + extra.scores,
+                                 np.concatenate([scored.logits_forget, extra.logits_forget]))
+        out.update(seeds_time_s=info["time_s"], seeds_how=info["how"])
+        out["confidences_file"] = save_confidences(workdir, name, problem, scored,
+                                                   models.gold.labels)
+    if models.gold is not None:
+      out = evaluate.summarize(out, scored, models.gold, time_s=out["time_s"],
+                               epsilon_from=scored if len(scored.scores) == n else None,
+                               rte_limit=evaluation_of(config).rte_limit)
   out = public(out)
   cache.put(name, key, out)
   return dict(out, cached=False)
+
+
+def evaluation_of(config) -> evaluate.Evaluation:
+  """The typed ``evaluation`` section."""
+  return schema.parse(evaluate.Evaluation, config.evaluation, "evaluation")
+
+
+def method_seeds(config, problem: Problem, models: Models, name: str, key: jax.Array,
+                 shared: dict, m: int) -> tuple[evaluate.Scored | None, dict]:
+  """Seeds 1 … m of method ``name`` (METHODS §5b's N unlearned models, with the single run as
+  seed 0), scored: one ensemble when the method allows it, else one seed after the other."""
+  info, _ = settings_of(config, name)
+  t0 = time.perf_counter()
+  if info.ensemble:
+    states, _, _ = apply_method(config, problem, models, models.original, name, key, shared,
+                                members=m)
+    if states is None:
+      return None, "a seed's loss became NaN/inf"
+    members = [train.ensemble.member(states, i) for i in range(m)]
+    how = train.ensemble.resolve_how(config.experiment.ensemble,
+                                     protocol.train_spec(config, models.scorer.model,
+                                                         problem.dataset))
+  else:  # one seed after the other (the method reads each model on the host)
+    members = []
+    for i in train.member_keys(key, m, start=1):
+      state, _, _ = apply_method(config, problem, models, models.original, name, i, shared)
+      if state is None:
+        return None, "a seed's loss became NaN/inf"
+      members.append(state)
+    how = "sequential"
+  seconds = time.perf_counter() - t0
+  scores, logits = [], []
+  for st in members:
+    row, lf = models.scorer.score_and_logits(st, models.ref)
+    scores.append(row)
+    logits.append(np.asarray(lf))
+  return evaluate.Scored(scores, np.stack(logits)), dict(time_s=seconds, how=how)
+
+
+def save_confidences(workdir: str, name: str, problem: Problem, scored: evaluate.Scored,
+                     labels: np.ndarray) -> str:
+  """Writes a row's per-member D_f confidences f32[M, S] (what ε reads) beside the results."""
+  rel = os.path.join("confidences", f"{name}-{_run_tag(problem)}.npz")
+  os.makedirs(os.path.join(workdir, "confidences"), exist_ok=True)
+  np.savez_compressed(os.path.join(workdir, rel),
+                      confidences=evaluate.confidences(scored, labels),
+                      acc_retain=scored.values("acc_retain"), acc_test=scored.values("acc_test"))
+  return rel
+
+
+def _run_tag(problem: Problem) -> str:
+  return f"c{problem.forget_class}-n{len(problem.split.forget)}-s{problem.seed}"
 
 
 def train_models(config, workdir: str, problem: Problem) -> tuple[Models, dict, dict]:
@@ -134,13 +210,49 @@ def train_models(config, workdir: str, problem: Problem) -> tuple[Models, dict, 
   else:  # experiment.gold = False: no M_g; gold-referenced metrics are then relative to M_o
     gold_state, info_g = original, None
   models.ref = scorer.reference(gold_state, config.experiment.mia_samples)
-  orig = scorer.score(original, models.ref)
+  orig, orig_logits = scorer.score_and_logits(original, models.ref)
   orig.update(time_s=info_o["time_s"], cached=info_o["cached"])
   if info_g is None:
     gold = dict(note="not trained (experiment.gold = False); gap etc. are relative to M_o")
-  else:
-    gold = scorer.score(gold_state, models.ref)
-    gold.update(time_s=info_g["time_s"], cached=info_g["cached"])
+    return models, orig, gold
+  gold, gold_logits = scorer.score_and_logits(gold_state, models.ref)
+  gold.update(time_s=info_g["time_s"], cached=info_g["cached"])
+  n = int(config.experiment.epsilon)
+  size = max(int(config.experiment.gold_models), 2 * n, 1)
+  gold_scored = evaluate.Scored([gold], np.asarray(gold_logits)[None])
+  if size > 1:
+    ens, info_e = ensembles.gold_ensemble(config, workdir, problem, gold_state, info_g["key"],
+                                          size)
+    scores, logits = [gold], [np.asarray(gold_logits)]
+    for i in range(1, size):
+      row, lf = scorer.score_and_logits(train.ensemble.member(ens, i), models.ref)
+      scores.append(row)
+      logits.append(np.asarray(lf))
+    gold_scored = evaluate.Scored(scores, np.stack(logits))
+    gold.update(ensemble_trained=info_e["trained"], ensemble_cached=info_e["cached"],
+                ensemble_time_s=info_e["time_s"])
+  labels = np.asarray(problem.take(problem.split.forget)[1])
+  evaluation = evaluation_of(config)
+  models.gold = evaluate.gold_side(gold_scored, labels, n, evaluation, float(info_g["time_s"]))
+  heldout = None
+  if n:
+    heldout = evaluate.Scored(gold_scored.scores[models.gold.heldout],
+                              gold_scored.logits_forget[models.gold.heldout])
+  gold_row = dict(gold)  # the single M_g's timing and cache flags; numbers over the ensemble
+  if heldout is not None:  # "retrain" read like a method: the held-out half vs the reference
+    gold = evaluate.summarize(gold_row, heldout, models.gold, epsilon_from=heldout)
+  else:  # every member, against itself: only the means, spreads and the floor mean
+    side = models.gold
+    gold = evaluate.summarize(gold_row, evaluate.Scored(gold_scored.scores[side.reference],
+                                                        gold_scored.logits_forget[
+                                                            side.reference]), side)
+    for k in ("vs_gold", "floors_away", "avg_gap", "avg_gap_parts"):
+      gold.pop(k, None)
+    if side.floor is not None:
+      gold.update({name: side.floor[k].mean for k, name in evaluate.ALIGNMENT.items()})
+  orig_scored = evaluate.Scored([orig], np.asarray(orig_logits)[None])
+  orig = evaluate.summarize(orig, orig_scored, models.gold,
+                            epsilon_from=orig_scored.repeat(n) if n else None)
   return models, orig, gold
 
 
@@ -155,6 +267,12 @@ def run_one(config, workdir: str, dataset: data_lib.Dataset, forget_class: int, 
              forget_class=forget_class, forget_size=int(len(problem.split.forget)), seed=seed,
              gold=public(gold), original=public(orig), methods={}, timing=timing,
              split_file=save_split(workdir, problem))
+  if models.gold is not None:
+    run["gold_models"] = len(models.gold.scored.scores)
+    for k, v in (("floor", evaluate.floor_entry(models.gold)),
+                 ("epsilon_settings", evaluate.settings_entry(models.gold))):
+      if v is not None:
+        run[k] = v
   if config.data.scenario == "instance":  # L2UL (METHODS §3)
     run.update(mode=config.data.mode, k=run["forget_size"])
   shared: dict = {}  # this run's content-keyed artefacts (TMU twins), dropped with the run

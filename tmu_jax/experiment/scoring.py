@@ -65,6 +65,11 @@ class Scorer:
 
   def score(self, state: train.TrainState, ref: Reference) -> dict[str, Any]:
     """Accuracies and the alignment metrics of METHODS §5 against ``ref``."""
+    return self.score_and_logits(state, ref)[0]
+
+  def score_and_logits(self, state: train.TrainState, ref: Reference
+                       ) -> tuple[dict[str, Any], jax.Array]:
+    """:meth:`score` and the model's logits on D_f f32[S, K] (for the ensemble metrics)."""
     problem = self.problem
     x_f, y_f = problem.take(problem.split.forget)
     logits_f = self.logits(state, x_f)
@@ -80,7 +85,7 @@ class Scorer:
                                               loss(ref.nonmember_images, ref.nonmember_labels),
                                               metrics.per_sample_ce(logits_f, y_f))
     out["zrf"] = metrics.zrf(logits_f, ref.random_logits_forget)
-    return out
+    return out, logits_f
 
   def label_accuracy(self, pred_easy: np.ndarray, ref: Reference) -> float:
     """TMU Table 4: a method's predicted easy/hard split of D_f against gold's correctness."""

@@ -14,8 +14,8 @@ import numpy as np
 
 from tmu_jax import data as data_lib, rng, schema, train
 from tmu_jax.batched import batched
-from tmu_jax.methods.common import (Context, OptimizerSettings, Result, fit_result,
-                                    relabel_stream, retain_subset)
+from tmu_jax.methods.common import (Context, OptimizerSettings, Result, fit, fit_result,
+                                    relabel_stream, retain_subset, start)
 from tmu_jax.methods.registry import register
 
 FRACTION = dict(lo=0.0, hi=1.0, lo_open=True)
@@ -35,9 +35,8 @@ def finetune(ctx: Context, s: Finetune) -> Result:
   retain = retain_subset(ctx.problem, s.retain_fraction, rng.named(ctx.key, "retain_subset"))
   stream = ctx.problem.stream(retain, s.batch_size)
   opt = s.optimizer_for(s.epochs * train.steps_per_epoch((stream,)))
-  return fit_result(train.fit(train.start_from(ctx.original, opt), stream,
-                              spec=ctx.spec_for(opt), epochs=s.epochs, key=ctx.key,
-                              name="finetune", verbose=ctx.verbose))
+  return fit_result(fit(ctx, start(ctx, opt), stream, spec=ctx.spec_for(opt), epochs=s.epochs,
+                        key=ctx.key, name="finetune", verbose=ctx.verbose))
 
 
 def chance_loss_reached(spec: train.StepSpec, variables: dict, aux: dict, step) -> jax.Array:
@@ -77,10 +76,9 @@ def _ascent_fit(ctx: Context, s, streams: tuple[train.Stream, ...], name: str) -
   epochs = max(1, math.ceil(s.max_steps / train.steps_per_epoch(streams)))
   opt = s.optimizer_for(s.max_steps)
   x_f, y_f = ctx.problem.take(ctx.problem.split.forget)
-  out = train.fit(train.start_from(ctx.original, opt), streams, spec=ctx.spec_for(opt),
-                  epochs=epochs, key=ctx.key, aux=dict(stop_x=x_f, stop_y=y_f),
-                  stop=CHANCE_STOP if s.stop_at_chance else None, max_steps=s.max_steps,
-                  name=name, verbose=ctx.verbose)
+  out = fit(ctx, start(ctx, opt), streams, spec=ctx.spec_for(opt), epochs=epochs, key=ctx.key,
+            aux=dict(stop_x=x_f, stop_y=y_f), stop=CHANCE_STOP if s.stop_at_chance else None,
+            max_steps=s.max_steps, name=name, verbose=ctx.verbose)
   return fit_result(out, stopped="chance_loss")
 
 
@@ -120,9 +118,8 @@ def random_label(ctx: Context, s: RandomLabel) -> Result:
   stream = relabel_stream(ctx.problem, retain, ctx.problem.split.forget, np.zeros(0, np.int64),
                           s.batch_size)
   opt = s.optimizer_for(s.epochs * train.steps_per_epoch((stream,)))
-  return fit_result(train.fit(train.start_from(ctx.original, opt), stream,
-                              spec=ctx.spec_for(opt), epochs=s.epochs, key=ctx.key,
-                              name="random_label", verbose=ctx.verbose))
+  return fit_result(fit(ctx, start(ctx, opt), stream, spec=ctx.spec_for(opt), epochs=s.epochs,
+                        key=ctx.key, name="random_label", verbose=ctx.verbose))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +176,5 @@ def bad_teacher(ctx: Context, s: BadTeacher) -> Result:
                              label=jnp.concatenate([y_f, y_r]), soft=soft), s.batch_size)
   opt = s.optimizer_for(s.epochs * train.steps_per_epoch((stream,)))
   spec = ctx.spec_for(opt, loss_fn=KLToSoft(s.temperature), augment=False)
-  return fit_result(train.fit(train.start_from(ctx.original, opt), stream, spec=spec,
-                              epochs=s.epochs, key=k_fit, name="bad_teacher",
-                              verbose=ctx.verbose))
+  return fit_result(fit(ctx, start(ctx, opt), stream, spec=spec, epochs=s.epochs, key=k_fit,
+                        name="bad_teacher", verbose=ctx.verbose))

@@ -3,7 +3,16 @@ optimizer settings most methods carry, and small helpers.
 
 A method sees the original model M_o, the request's data (D_f, D_r, the holdout pool P) and its
 own typed settings; never the gold model, which exists only to score it. It trains through the
-one engine (:func:`tmu_jax.train.fit`), contributing a loss and data mixing.
+one engine through :func:`fit` and :func:`start`, contributing a loss and data mixing.
+
+**Seeds as one program** (METHODS §5b's N unlearned models). With ``Context.members = m`` a
+method's :func:`start` states carry a leading member axis and :func:`fit` trains members
+``member_start … member_start+m−1`` of ``train.member_keys(key, ·)`` as one ensemble: member 0
+would be the single run itself (the experiment runs it alone, for its timing, and stacks it in
+front). Members differ in everything drawn inside the engine — batch order, augmentation,
+relabel draws — and share the method's preparation drawn outside it (a retain subsample, Bad
+Teacher's incompetent teacher, TMU's twins and hard set): docs/evaluation.md says what that
+means for the ε score.
 """
 
 from __future__ import annotations
@@ -32,6 +41,9 @@ class Context:
   original_key: str = ""  # M_o's cache key: with the split, the content key of shared artefacts
   shared: dict = dataclasses.field(default_factory=dict)
   verbose: bool = True
+  members: int = 0  # 0: one model; m >= 1: an ensemble of m seeds (see the module docstring)
+  member_start: int = 1  # the first member's index in train.member_keys
+  how: str = "auto"  # how the member axis runs (train.ensemble.HOW)
 
   def spec_for(self, opt: train.Optimizer, **overrides) -> train.StepSpec:
     """The problem's StepSpec with ``opt``'s optimizer family and other overrides."""
@@ -62,10 +74,36 @@ class Result:
   arrays: dict = dataclasses.field(default_factory=dict)
 
 
+def start(ctx: Context, opt: train.Optimizer, state: train.TrainState | None = None,
+          prepare=None) -> train.TrainState:
+  """A copy of M_o (or ``state``) with a fresh ``opt`` state, optionally passed through
+  ``prepare`` (e.g. SalUn's mask), then repeated over ``ctx.members`` when an ensemble."""
+  out = train.start_from(ctx.original if state is None else state, opt)
+  if prepare is not None:
+    out = prepare(out)
+  return train.ensemble.broadcast(out, ctx.members) if ctx.members else out
+
+
+def fit(ctx: Context, state: train.TrainState, streams, *, key: jax.Array, **kwargs
+        ) -> tuple[train.TrainState, dict]:
+  """``train.fit`` of a method, or its ``ctx.members`` seeds as one ``train.fit_ensemble``
+  (member i's key: ``train.member_keys(key, ·)[i]``, what ``fit(key=…)`` uses for member 0)."""
+  if not ctx.members:
+    return train.fit(state, streams, key=key, **kwargs)
+  keys = train.member_keys(key, ctx.members, start=ctx.member_start)
+  return train.fit_ensemble(state, streams, keys=keys, how=ctx.how, **kwargs)
+
+
+def fit_steps(info: dict) -> int:
+  """Steps of a fit; of an ensemble, its members' mean (rounded)."""
+  steps = info["steps"]
+  return int(round(float(np.mean(steps)))) if isinstance(steps, list) else int(steps)
+
+
 def fit_result(fit_out: tuple[train.TrainState, dict], stopped: str = "", **report) -> Result:
-  """A Result from ``train.fit``'s (state, info)."""
+  """A Result from :func:`fit`'s (state, info)."""
   state, info = fit_out
-  return Result(state, steps=int(info["steps"]), stopped=stopped if info["stopped_early"]
+  return Result(state, steps=fit_steps(info), stopped=stopped if info["stopped_early"]
                 else "", report=report)
 
 

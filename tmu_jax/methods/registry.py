@@ -12,6 +12,9 @@ Metadata the rest of the code reads instead of hard-coding names a second time:
 
 - ``group``: ``baseline`` | ``tmu`` | ``l2ul`` (which report tables show the method);
 - ``paper``: True for the methods of the papers' main tables (False for ablation variants);
+- ``ensemble``: True when the method trains through :func:`tmu_jax.methods.common.fit` only, so
+  that N seeds of it run as one program (``Context.members``); False runs the seeds one after
+  the other (L2UL: its per-instance bookkeeping reads each model on the host);
 - ``needs``: the data beyond D_f the method uses: ``retain`` (D_r) and/or ``pool`` (the holdout
   pool P); :func:`tmu_jax.api.unlearn` says so when a user does not provide it.
 """
@@ -36,10 +39,11 @@ class MethodInfo:
   paper: bool = True
   needs: tuple[str, ...] = ("retain",)
   doc: str = ""
+  ensemble: bool = True
 
 
 def register(name: str, settings: type, *, group: str, paper: bool = True,
-             needs: tuple[str, ...] = ("retain",)):
+             needs: tuple[str, ...] = ("retain",), ensemble: bool = True):
   """Decorator registering ``fn(ctx, settings) -> Result`` under ``name``."""
   if group not in GROUPS:
     raise ValueError(f"method group {group!r} is not one of {GROUPS}")
@@ -49,7 +53,7 @@ def register(name: str, settings: type, *, group: str, paper: bool = True,
   def wrap(fn):
     doc = (fn.__doc__ or "").strip().splitlines()
     _REGISTRY[name] = MethodInfo(name, fn, settings, group, paper, tuple(needs),
-                                 doc[0] if doc else "")
+                                 doc[0] if doc else "", ensemble)
     return fn
 
   return wrap

@@ -21,8 +21,8 @@ import numpy as np
 
 from tmu_jax import data as data_lib, rng, schema, train
 from tmu_jax.batched import batched
-from tmu_jax.methods.common import (Context, OptimizerSettings, Result, fit_result,
-                                    relabel_stream, retain_subset)
+from tmu_jax.methods.common import (Context, OptimizerSettings, Result, fit, fit_result,
+                                    relabel_stream, retain_subset, start)
 from tmu_jax.methods.registry import register
 
 PyTree = train.state.PyTree
@@ -76,9 +76,9 @@ def salun(ctx: Context, s: Salun) -> Result:
   retain = retain_subset(ctx.problem, s.retain_fraction, rng.named(ctx.key, "retain_subset"))
   stream = relabel_stream(ctx.problem, retain, forget, np.zeros(0, np.int64), s.batch_size)
   opt = s.optimizer_for(s.epochs * train.steps_per_epoch((stream,)), masked=True)
-  state = train.start_from(ctx.original, opt)
-  state = state.replace(opt_state=train.optim.with_mask(state.opt_state, mask))
-  out = fit_result(train.fit(state, stream, spec=ctx.spec_for(opt), epochs=s.epochs,
-                             key=ctx.key, name="salun", verbose=ctx.verbose))
+  state = start(ctx, opt, prepare=lambda st: st.replace(
+      opt_state=train.optim.with_mask(st.opt_state, mask)))
+  out = fit_result(fit(ctx, state, stream, spec=ctx.spec_for(opt), epochs=s.epochs,
+                       key=ctx.key, name="salun", verbose=ctx.verbose))
   out.report["mask_kept"] = kept
   return out

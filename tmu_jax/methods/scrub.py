@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import optax
 
 from tmu_jax import schema, train
-from tmu_jax.methods.common import Context, OptimizerSettings, Result, retain_subset
+from tmu_jax.methods.common import (Context, OptimizerSettings, Result, fit, fit_steps,
+                                    retain_subset, start)
 from tmu_jax.methods.registry import register
 
 
@@ -73,7 +74,7 @@ def scrub(ctx: Context, s: Scrub) -> Result:
   total = s.epochs * math.ceil(len(retain) / retain_stream.batch_size) + min(
       s.msteps, s.epochs) * math.ceil(len(forget) / forget_stream.batch_size)
   opt = s.optimizer_for(total)
-  state = train.start_from(ctx.original, opt)
+  state = start(ctx, opt)
   aux = dict(teacher=ctx.original.variables)
   max_spec = ctx.spec_for(opt, loss_fn=ScrubLoss(ctx.model, s.temperature, 0.0, 1.0),
                           augment=False)
@@ -82,12 +83,11 @@ def scrub(ctx: Context, s: Scrub) -> Result:
   for epoch in range(s.epochs):
     ekey = jax.random.fold_in(k_fit, epoch)
     if epoch < s.msteps:
-      state, i = train.fit(state, forget_stream, spec=max_spec, epochs=1, aux=aux,
-                           key=jax.random.fold_in(ekey, 0), name="scrub_max",
-                           verbose=ctx.verbose)
-      steps += i["steps"]
-      max_taken += i["steps"]
-    state, i = train.fit(state, retain_stream, spec=min_spec, epochs=1, aux=aux,
-                         key=jax.random.fold_in(ekey, 1), name="scrub_min", verbose=ctx.verbose)
-    steps += i["steps"]
+      state, i = fit(ctx, state, forget_stream, spec=max_spec, epochs=1, aux=aux,
+                     key=jax.random.fold_in(ekey, 0), name="scrub_max", verbose=ctx.verbose)
+      steps += fit_steps(i)
+      max_taken += fit_steps(i)
+    state, i = fit(ctx, state, retain_stream, spec=min_spec, epochs=1, aux=aux,
+                   key=jax.random.fold_in(ekey, 1), name="scrub_min", verbose=ctx.verbose)
+    steps += fit_steps(i)
   return Result(state, steps=steps, report=dict(max_steps_taken=max_taken))

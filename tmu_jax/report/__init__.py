@@ -6,6 +6,8 @@ and plot from a committed results.json. Modules, imports running one way:
 - ``markdown``: leaf helpers (numbers read from results.json, cell formatting, tables);
 - ``tables``: which methods a table shows (the ``group`` / ``paper`` keys of each method's
   entry), the run tables, the TMU paper tables and the L2UL tables;
+- ``evaluation``: the evaluation against the gold ensemble (METHODS §5b, schema version 3): a
+  table per run and one over runs of ε, Avg. Gap, the noise floor and RTE;
 - ``plots``: matplotlib figures, saved atomically;
 - ``write``: results.json + report.md + plots/ into a workdir, and the merge of several files.
 

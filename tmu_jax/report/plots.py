@@ -1,5 +1,6 @@
 """Plots a person would rather look at than read: per-class gaps, the |D_f| curve, TMU features,
-the L2UL k and continual curves, the λ/lr trade-off.
+the L2UL k and continual curves, the λ/lr trade-off, and the evaluation against the gold ensemble
+(METHODS §5b: per-example ε, the noise-floor band, cost against quality).
 
 Each function draws from results.json data, saves the figure atomically to ``path`` (a reader
 sees the old PNG or the new one, never half of one) and returns ``path``, or None when the data
@@ -8,6 +9,7 @@ hold nothing to draw.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 
@@ -18,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tmu_jax import workdir as workdir_lib  # noqa: E402
+from tmu_jax.report import evaluation  # noqa: E402
 from tmu_jax.report.markdown import number, numbers  # noqa: E402
 from tmu_jax.report.tables import main_methods  # noqa: E402
 
@@ -162,6 +165,115 @@ def tradeoff(points: list[dict], path: str, x: str = "acc_test", y: str = "acc_f
   return _save(fig, path)
 
 
+# ----------------------------------------------------------------------------- METHODS §5b
+
+
+def _epsilons(runs: list[dict]) -> dict[str, list[float]]:
+  """Row name -> its per-example ε (``epsilon.eps``) pooled over ``runs``, ranked rows first."""
+  out = {}
+  for name in evaluation.order(runs):
+    eps = [v for m in evaluation.named(runs, name)
+           for v in numbers((m.get("epsilon") or {}).get("eps") or [])]
+    if eps:
+      out[name] = eps
+  return out
+
+
+def epsilon_histograms(runs: list[dict], path: str) -> str | None:
+  """Small multiples, one panel per row (methods, retrain, original): the share of D_f per
+  scoring bin of per-example ε, pooled over runs; dashed at max ε (beyond it a sample scores 0),
+  values past the axis counted in its last bin."""
+  eps = _epsilons(runs)
+  if not eps:
+    return None
+  settings = [r.get("epsilon_settings") or {} for r in runs]
+  tops = sorted(set(numbers(s.get("max_epsilon") for s in settings)))
+  width = (numbers(s.get("bin_width") for s in settings) or [0.5])[0]
+  top = tops[-1] if tops else max(max(v) for v in eps.values())
+  edges = np.arange(0.0, top + 2 * width + width / 2, width)
+  cols = min(4, len(eps))
+  fig, axes = plt.subplots(math.ceil(len(eps) / cols), cols, squeeze=False, sharey=True,
+                           figsize=(3.2 * cols, 2.8 * math.ceil(len(eps) / cols)))
+  for ax, (name, v) in zip(axes.flat, eps.items()):
+    x = np.clip(np.asarray(v), 0.0, edges[-1] - width / 2)
+    ax.hist(x, bins=edges, weights=np.full(x.size, 100.0 / x.size))
+    for t in tops:
+      ax.axvline(t, c="k", ls="--", lw=1)
+    f = numbers(evaluation.value(m, "epsilon", "forget_quality")
+                for m in evaluation.named(runs, name))
+    ax.text(0.97, 0.95, f"mean ε {np.mean(v):.2f}" + (f"\nF {np.mean(f):.3f}" if f else ""),
+            transform=ax.transAxes, ha="right", va="top", fontsize=7)
+    ax.set(title=name, xlabel=f"per-example ε (last bin: ≥ {edges[-2]:g})")
+    ax.title.set_fontsize(9)
+  axes[0, 0].set_ylim(0, 125)  # room for the text above a full bin (y is shared)
+  for ax in axes.flat[len(eps):]:
+    ax.axis("off")
+  for ax in axes[:, 0]:
+    ax.set_ylabel("% of D_f")
+  fig.suptitle(f"Per-example ε on D_f ({len(runs)} run(s); dashed: max ε)")
+  return _save(fig, path)
+
+
+def _band(ax, floor: dict, key: str) -> None:
+  """The floor's mean ± std as a shaded horizontal band (a line alone when the std is null)."""
+  mean, std = evaluation.value(floor, key, "mean"), evaluation.value(floor, key, "std")
+  if mean is None:
+    return
+  ax.axhspan(mean - (std or 0.0), mean + (std or 0.0), color="0.85",
+             label="gold-vs-gold floor (mean ± std)")
+  ax.axhline(mean, c="0.5", lw=1)
+
+
+def floor_bands(runs: list[dict], path: str) -> str | None:
+  """Gap and agreement of every row against every gold member (mean ± std error bar) beside
+  the gold-vs-gold floor band, one row of two panels per run that has a ``floor``."""
+  runs = [r for r in runs if isinstance(r.get("floor"), dict)]
+  if not runs:
+    return None
+  n = max(len(evaluation.models(r)) for r in runs)
+  fig, axes = plt.subplots(len(runs), 2, squeeze=False, figsize=(max(9, 1.4 * n), 3.2 * len(runs)))
+  for row, r in zip(axes, runs):
+    names = evaluation.order([r])
+    for ax, key, unit in ((row[0], "gap", "points"), (row[1], "agreement", "%")):
+      _band(ax, r["floor"], key)
+      ms = [evaluation.aligned(evaluation.models(r)[name], key, key) for name in names]
+      ax.errorbar(range(len(names)), [_nan(m) for m, _ in ms], yerr=[s or 0.0 for _, s in ms],
+                  fmt="o", capsize=3, label="model vs gold members")
+      ax.set_xticks(range(len(names)))
+      ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+      ax.set(ylabel=f"{key} ({unit})", title=f"{evaluation.run_label(r)}: {key} vs gold")
+  axes[0, 0].legend(fontsize=7)
+  return _save(fig, path)
+
+
+def cost_quality(runs: list[dict], path: str,
+                 limit: float = evaluation.RTE_LIMIT) -> str | None:
+  """One point per row with an RTE: x = RTE (log), y = final score when ε ran, else Avg. Gap
+  (mean over runs, std error bar); dashed at the efficiency limit (the challenge's 0.2)."""
+  by_score = evaluation.uses_score(runs)
+  key = ("epsilon", "final_score") if by_score else ("avg_gap",)
+  points = []
+  for name in evaluation.order(runs):
+    ms = evaluation.named(runs, name)
+    xs = [x for x in numbers(evaluation.value(m, "rte") for m in ms) if x > 0]
+    ys = numbers(evaluation.value(m, *key) for m in ms)
+    if xs and ys:
+      points.append((name, np.mean(xs), np.mean(ys), np.std(ys)))
+  if not points:
+    return None
+  fig, ax = plt.subplots(figsize=(7, 5))
+  for name, x, y, err in points:
+    ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
+    ax.annotate(name, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+  ax.axvline(limit, c="r", ls="--", lw=1, label=f"efficiency limit: RTE {limit:g}")
+  ax.set_xscale("log")
+  ax.set(xlabel="RTE = time / one gold training",
+         ylabel="final score (higher is better)" if by_score else "Avg. Gap (lower is better)",
+         title="Cost against quality")
+  ax.legend(fontsize=8)
+  return _save(fig, path)
+
+
 def _save(fig, path: str) -> str:
   try:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -196,4 +308,10 @@ def write_all(workdir: str, results: dict) -> list[str]:
     name, rel = features[0]
     out.append(feature_histograms(os.path.join(workdir, rel),
                                   os.path.join(plots, f"features_{name}.png")))
+  evaluated = [r for r in runs if evaluation.has_evaluation(r)]
+  if evaluated:  # METHODS §5b; older results have none of its keys
+    out.append(epsilon_histograms(evaluated, os.path.join(plots, "epsilon_hist.png")))
+    out.append(floor_bands(evaluated, os.path.join(plots, "floor_band.png")))
+    out.append(cost_quality(evaluated, os.path.join(plots, "cost_quality.png"),
+                            evaluation.rte_limit(results.get("config"))))
   return [p for p in out if p]

@@ -15,7 +15,7 @@ import os
 from typing import Any, Sequence
 
 from tmu_jax import workdir as workdir_lib
-from tmu_jax.report import plots, tables
+from tmu_jax.report import evaluation, plots, tables
 
 
 def render(results: dict[str, Any]) -> str:
@@ -35,12 +35,14 @@ def render(results: dict[str, Any]) -> str:
     parts.append(paper)
   if len(runs) > 1:
     parts += ["## Mean ± std over runs", tables.mean_std_table(runs)]
+  limit = evaluation.rte_limit(cfg)
+  parts += evaluation.sweep_section(runs, limit)  # METHODS §5b; [] for older results
   for r in runs:
     title = f"## class {r['forget_class']}, seed {r['seed']}, |D_f| = {r['forget_size']}"
     if r.get("scenario") == "instance":  # forget_class only picks the instance draw there
       title = f"## draw {r['forget_class']}, seed {r['seed']}, k = {r['forget_size']}" + (
           f", round {r['round']}" if "round" in r else "")
-    parts += [title, tables.run_table(r)]
+    parts += [title, tables.run_table(r), *evaluation.run_section(r, limit)]
     if r.get("extra_md"):
       parts.append(r["extra_md"])
   if results.get("plots"):

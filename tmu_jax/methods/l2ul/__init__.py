@@ -46,7 +46,7 @@ def probe_images(problem, size: int) -> jax.Array | None:
   return problem.x_test[pick]
 
 
-@register("l2ul", L2UL, group="l2ul", needs=())
+@register("l2ul", L2UL, group="l2ul", needs=(), ensemble=False)
 def l2ul(ctx: Context, s: L2UL) -> Result:
   """One L2UL case (``s.case``) on the experiment's forget set (METHODS §3)."""
   problem = ctx.problem

@@ -8,7 +8,8 @@ import numpy as np
 
 from tmu_jax import data as data_lib, train
 from tmu_jax.batched import batched
-from tmu_jax.methods.common import Context, Result, fit_result, relabel_stream, retain_subset
+from tmu_jax.methods.common import (Context, Result, fit, fit_result, relabel_stream,
+                                    retain_subset, start)
 from tmu_jax.methods.tmu.settings import Unlearn
 
 
@@ -51,9 +52,8 @@ def aligned_unlearning(ctx: Context, u: Unlearn, pred_easy: np.ndarray, key: jax
     weight = np.concatenate([np.ones(len(retain) + len(easy)), -np.ones(len(hard))])
     stream = problem.stream(index, u.batch_size, weight=jnp.asarray(weight, jnp.float32))
   opt = u.optimizer_for(u.epochs * train.steps_per_epoch((stream,)))
-  return fit_result(train.fit(train.start_from(ctx.original, opt), stream,
-                              spec=ctx.spec_for(opt), epochs=u.epochs, key=k_fit,
-                              name="tmu/unlearn", verbose=ctx.verbose))
+  return fit_result(fit(ctx, start(ctx, opt), stream, spec=ctx.spec_for(opt), epochs=u.epochs,
+                        key=k_fit, name="tmu/unlearn", verbose=ctx.verbose))
 
 
 def _runner_up_unlearning(ctx: Context, u: Unlearn, retain, easy, hard, key) -> Result:
@@ -69,7 +69,7 @@ def _runner_up_unlearning(ctx: Context, u: Unlearn, retain, easy, hard, key) -> 
   spe = train.steps_per_epoch((stream,))
   opt = u.optimizer_for(u.epochs * spe)
   rule = train.StopRule(all_flipped if len(hard) else _stop_now, every=max(1, spe // 4))
-  out = train.fit(train.start_from(ctx.original, opt), stream, spec=ctx.spec_for(opt),
-                  epochs=u.epochs, key=key, aux=dict(stop_x=x_h, stop_y=y_h), stop=rule,
-                  name="tmu/unlearn", verbose=ctx.verbose)
+  out = fit(ctx, start(ctx, opt), stream, spec=ctx.spec_for(opt), epochs=u.epochs, key=key,
+            aux=dict(stop_x=x_h, stop_y=y_h), stop=rule, name="tmu/unlearn",
+            verbose=ctx.verbose)
   return fit_result(out, stopped="all_flipped")

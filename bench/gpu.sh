@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The GPU benchmarks in one run of about 8 minutes on one H200 (or any CUDA machine with JAX).
+#
+#     bash bench/gpu.sh            # from the checkout's root; output on stdout and, when $OUT
+#                                  # is set, in $OUT/gpu.txt too
+#
+# Parts, each under its own `timeout` and inside an overall budget (BUDGET_S, default 450 s;
+# a part is cut to what is left of it and skipped when under 20 s are left), so that one part
+# failing or hanging does not stop the rest:
+#   1. the devices JAX sees (and nvidia-smi);
+#   2. bench/ensemble.py, MLP, M = 4 16 64 128 (20 steps of batch 128, every sequential fit
+#      timed, --check first);
+#   3. bench/ensemble.py, small CNN, the same;
+#   4. bench/train_step.py (JAX fit / jitted step vs PyTorch, CNN and ResNet-18) — needs torch;
+#   5. bench/adv_set.py (L2UL adversarial set, JAX vs PyTorch) — needs torch.
+# bench/l2ul_loop.py is left out: it reads the old engine from git history and trains on the
+# real Fashion-MNIST, neither of which a copied working tree on an offline machine has.
+#
+# Python packages: JAX, flax, optax, chex, orbax and torch must be importable by $PYTHON
+# (default python3). None of these benches imports ml_collections or tensorflow_datasets, but
+# if wheels were carried (in .whl/ or shared/wheels/, as /work/.library/device/README.md
+# describes: `pip download --no-deps --only-binary=:all: --python-version 3.12 ...
+# -d .whl ml_collections==...`), they are installed offline first into /tmp/site.
+set -u
+
+cd "$(dirname "$0")/.." || exit 1
+PY=${PYTHON:-python3}
+BUDGET_S=${BUDGET_S:-450}
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+unset JAX_PLATFORMS  # scripts/test.sh sets cpu; here the GPU must be visible
+# bench/train_step.py and adv_set.py hold JAX and PyTorch in one process: allocate on demand
+# rather than JAX's default 75% of the card.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+
+install_wheels() {
+  local dir
+  for dir in .whl shared/wheels; do
+    if compgen -G "$dir/*.whl" >/dev/null; then
+      echo "== installing carried wheels from $dir (offline)"
+      if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+          --find-links "$dir" --target /tmp/site "$dir"/*.whl; then
+        export PYTHONPATH="/tmp/site:$PYTHONPATH"
+      else
+        echo "!! pip install from $dir failed (going on without it)"
+      fi
+    fi
+  done
+}
+
+# part NAME SECONDS COMMAND...: runs COMMAND under `timeout`, at most SECONDS and at most what is
+# left of the budget; reports its exit code and time, and never stops the script.
+part() {
+  local name=$1 limit=$2 left rc start
+  shift 2
+  left=$((BUDGET_S - SECONDS))
+  if ((left < 20)); then
+    echo "== $name: skipped (${left} s of the ${BUDGET_S} s budget left)"
+    return 0
+  fi
+  ((limit > left)) && limit=$left
+  echo "== $name (timeout ${limit} s): $*"
+  start=$SECONDS
+  timeout -k 10 "$limit" "$@"
+  rc=$?
+  if ((rc == 124 || rc == 137)); then
+    echo "!! $name: timed out after $((SECONDS - start)) s"
+  elif ((rc != 0)); then
+    echo "!! $name: exit code $rc after $((SECONDS - start)) s"
+  else
+    echo "== $name: done in $((SECONDS - start)) s"
+  fi
+  return 0
+}
+
+main() {
+  echo "== bench/gpu.sh at $(date -u +%FT%TZ) on $(hostname), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  install_wheels
+  part nvidia-smi 20 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  part devices 60 "$PY" -c 'import jax, jaxlib; print("jax", jax.__version__, "jaxlib", jaxlib.__version__, "backend", jax.default_backend()); print(jax.devices())'
+  part ensemble-mlp 150 "$PY" bench/ensemble.py --models mlp --members 4 16 64 128 \
+      --seq-members 0 --check
+  part ensemble-cnn 180 "$PY" bench/ensemble.py --models cnn --members 4 16 64 128 \
+      --seq-members 0 --check
+  part train-step 90 "$PY" bench/train_step.py --nets cnn,resnet18 --steps 20
+  part adv-set 45 "$PY" bench/adv_set.py --repeats 3
+  echo "== bench/gpu.sh: ${SECONDS} s in all"
+}
+
+if [[ -n "${OUT:-}" ]]; then
+  mkdir -p "$OUT"
+  main 2>&1 | tee "$OUT/gpu.txt"
+else
+  main 2>&1
+fi
