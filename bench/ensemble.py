@@ -1,7 +1,8 @@
 """Ensembles: M members trained as one program (``fit_ensemble``) against M sequential ``fit``s.
 
     python bench/ensemble.py [--models mlp cnn] [--members 4 16 64] [--steps N]
-                             [--batch-size B] [--chunk-steps C] [--seq-members 8] [--check]
+                             [--batch-size B] [--chunk-steps C] [--seq-members 8]
+                             [--repeats 1] [--all-members] [--check]
 
 For each model (the MLP 784-512-256-10 and the small CNN, ``tmu_jax.models``) and each member
 count M, every member takes the same number of SGD steps (momentum 0.9, weight decay 5e-4,
@@ -18,13 +19,15 @@ batch 128, except on a CPU backend, where ``CPU_DEFAULTS`` applies (the CNN: 2 s
 32 and M ≤ 16 unless ``--all-members``, since a CNN step inside the compiled loop is slow on
 XLA:CPU). The chunk (``--chunk-steps``) defaults to half the steps.
 
-Compile time is excluded: each variant runs once first with the same shapes (one chunk: the
-same compiled program as the timed run; a new M is a new program, so the ensembles warm up per
-M). Fresh states for every run (the update donates its input), built outside the timing. When
-M > ``--seq-members`` (0: never), ``seq`` times only the first ``--seq-members`` members and
-scales linearly to M (the members' fits are the same program on the same shapes); such rows are
-marked ``*``. ``auto`` is what ``resolve_how("auto", spec)`` picks on this backend. Ratios are
-ensemble / sequential time: below 1 the ensemble is faster. One run per cell, no repeats.
+Compile time is excluded: each variant runs once first with the same shapes, for one chunk and
+one step more (``fit_ensemble`` compiles one program for its first chunk and another for the
+later ones, whose carried step counter comes back committed to a device; a new M is a new
+program, so the ensembles warm up per M). Fresh states for every run (the update donates its
+input), built outside the timing. When M > ``--seq-members`` (0: never), ``seq`` times only
+the first ``--seq-members`` members and scales linearly to M (the members' fits are the same
+program on the same shapes); such rows are marked ``*``. ``auto`` is what ``resolve_how("auto", spec)`` picks on this backend. Ratios are
+ensemble / sequential time: below 1 the ensemble is faster. ``--repeats`` timed runs per cell
+(default 1), the variants interleaved within each repeat; the table shows medians.
 
 ``--check`` first verifies, for each model, that 3 members of both ensembles equal 3 sequential
 fits with the same keys after 4 steps (max |Δparams| ≤ 1e-5), then runs the timing.
@@ -32,6 +35,7 @@ fits with the same keys after 4 steps (max |Δparams| ≤ 1e-5), then runs the t
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -64,7 +68,7 @@ def build_model(name: str):
 def settings(name: str, args) -> tuple[int, int, int]:
   """(steps per member, batch size, chunk steps) of model ``name``: the flags where given, else
   the backend's defaults (CPU_DEFAULTS on a CPU, 20 steps of batch 128 elsewhere); the chunk is
-  half the steps, so that the warm-up (one chunk) costs half a timed run."""
+  half the steps, so that the warm-up (one chunk and one step) costs about half a timed run."""
   steps, batch, _ = CPU_DEFAULTS.get(name, (20, 128, None)) if jax.default_backend() == "cpu" \
       else (20, 128, None)
   steps = args.steps or steps
@@ -79,6 +83,9 @@ class Bench:
   def __init__(self, name: str, args):
     self.name, self.args = name, args
     self.steps, self.batch_size, self.chunk = settings(name, args)
+    # Two chunks (the second of one step): fit_ensemble's first and later chunks are two
+    # compiled programs (its step counter t is not committed before the first call).
+    self.warm = min(self.chunk + 1, self.steps)
     self.model = build_model(name)
     self.opt = train.Optimizer("sgd", 0.01, momentum=0.9, weight_decay=5e-4,
                                total_steps=self.steps)
@@ -146,11 +153,14 @@ def main():
   p.add_argument("--batch-size", type=int, default=None,
                  help="batch size, every model (default: 128; on a CPU see CPU_DEFAULTS)")
   p.add_argument("--chunk-steps", type=int, default=None,
-                 help="steps per compiled chunk; the warm-up runs one (default: half the steps)")
+                 help="steps per compiled chunk (default: half the steps); the warm-up runs "
+                      "one chunk and one step")
   p.add_argument("--train-size", type=int, default=60000)
   p.add_argument("--seq-members", type=int, default=8,
                  help="time at most this many sequential fits and scale to M (0: all)")
   p.add_argument("--hows", nargs="+", default=["vmap", "map"], choices=["vmap", "map"])
+  p.add_argument("--repeats", type=int, default=1,
+                 help="timed runs of each variant, interleaved; the table shows medians")
   p.add_argument("--all-members", action="store_true",
                  help="on a CPU, also the member counts CPU_DEFAULTS leaves out (CNN M > 16)")
   p.add_argument("--check", action="store_true", help="assert members = sequential first")
@@ -167,7 +177,7 @@ def main():
       check(bench)
     auto = E.resolve_how("auto", bench.spec)
     t0 = time.perf_counter()
-    bench.timed(bench.sequential, 1, bench.chunk)  # compiles the single-model chunk
+    bench.timed(bench.sequential, 1, bench.warm)  # compiles the single-model chunk
     print(f"[{name}] single-model warm-up {time.perf_counter() - t0:.1f} s", flush=True)
     cap = CPU_DEFAULTS.get(name, (0, 0, None))[2] if jax.default_backend() == "cpu" else None
     for m in args.members:
@@ -175,18 +185,20 @@ def main():
         skipped.append(f"{name} M={m}")
         continue
       n_seq = m if args.seq_members <= 0 else min(m, args.seq_members)
-      seq = bench.timed(bench.sequential, n_seq, bench.steps) * m / n_seq
-      times = {}
       for how in args.hows:
         t0 = time.perf_counter()
-        bench.timed(bench.ensemble, m, bench.chunk, how)  # compiles this M's program
-        warm = time.perf_counter() - t0
-        times[how] = bench.timed(bench.ensemble, m, bench.steps, how)
-        print(f"[{name}] M={m} {how}: warm-up {warm:.1f} s, timed {times[how]:.2f} s",
-              flush=True)
-      rows.append((name, m, bench.steps, bench.batch_size, seq, n_seq < m, times, auto))
-      print(f"[{name}] M={m} seq: {seq:.2f} s" + (f" (scaled from {n_seq})" if n_seq < m
-                                                 else ""), flush=True)
+        bench.timed(bench.ensemble, m, bench.warm, how)  # compiles this M's programs
+        print(f"[{name}] M={m} {how}: warm-up {time.perf_counter() - t0:.1f} s", flush=True)
+      runs = {k: [] for k in ["seq", *args.hows]}
+      for _ in range(args.repeats):  # the variants interleaved, so that load drifts hit all
+        runs["seq"].append(bench.timed(bench.sequential, n_seq, bench.steps) * m / n_seq)
+        for how in args.hows:
+          runs[how].append(bench.timed(bench.ensemble, m, bench.steps, how))
+        print(f"[{name}] M={m} timed: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in runs.items())
+              + (f" (seq scaled from {n_seq} members)" if n_seq < m else ""), flush=True)
+      times = {k: statistics.median(v) for k, v in runs.items()}
+      rows.append((name, m, bench.steps, bench.batch_size, times.pop("seq"), n_seq < m, times,
+                   auto))
   fmt = lambda t: f"{t:8.2f}" if t is not None else f"{'-':>8}"
   ratio = lambda t, s: f"{t / s:8.2f}" if t is not None else f"{'-':>8}"
   print()

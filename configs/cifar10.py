@@ -2,7 +2,8 @@
 
 Needs CIFAR-10 prepared for TFDS (see docs/reproducing.md for the offline recipe).
 Arguments: ``smoke`` (tiny, for CI under tfds.testing.mock_data), ``sweep`` (all 10 classes
-× 3 seeds, the paper's Tables 1–2 with mean ± std).
+× 3 seeds, the paper's Tables 1–2 with mean ± std), ``epsilon`` (the GPU setting of METHODS §5b:
+N = 128 unlearned ResNet-18s per method against 128 retrained, 128 more held out).
 """
 
 from configs import default
@@ -18,6 +19,12 @@ def get_config(arg: str | None = None):
   c.model.name = "resnet18"
   c.train.epochs = 30
   c.experiment.methods = ALL_METHODS
+  if arg == "epsilon":
+    c.experiment.epsilon = 128
+    c.experiment.gold_models = 256
+    c.experiment.methods = ALL_METHODS + ("scrub", "salun")
+    c.experiment.ensemble = "vmap"
+    return c
   return apply_arg(c, arg, classes=tuple(range(10)))
 
 

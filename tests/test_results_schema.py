@@ -31,10 +31,12 @@ def keys_of(results: dict) -> set[str]:
 
 
 def test_a_real_results_file_matches_the_schema(tiny, tmp_path):
-  """A real run (the session's tiny problem, its cached M_o and M_g) with SalUn, TMU and L2UL,
-  written by the report writer, holds only documented keys, in strict JSON."""
+  """A real run (the session's tiny problem, its cached M_o and M_g) with SalUn, TMU and L2UL and
+  the ε evaluation (N = 3: 6 gold models, 3 seeds per method), written by the report writer,
+  holds only documented keys, in strict JSON."""
   config = tiny.config.copy_and_resolve_references()
   config.experiment.methods = ("salun", "tmu", "l2ul")
+  config.experiment.epsilon = 3
   config.methods.l2ul.max_steps = 3
   config.methods.l2ul.num_adv = 2
   config.methods.l2ul.adv_steps = 2
@@ -47,7 +49,8 @@ def test_a_real_results_file_matches_the_schema(tiny, tmp_path):
   missing = keys_of(results) - documented_keys()
   assert not missing, f"keys not in docs/results_schema.md: {sorted(missing)}"
   assert {"group", "paper", "base", "label_acc", "mask_kept", "stopped", "split_file",
-          "twin_auc"} <= keys_of(results)
+          "twin_auc", "floor", "epsilon", "vs_gold", "floors_away", "avg_gap", "rte",
+          "epsilon_settings", "gold_models", "members"} <= keys_of(results)
 
 
 def test_another_configs_results_are_kept(tmp_path):
