@@ -55,7 +55,7 @@ def settings_of(config, name: str):
 
 
 def apply_method(config, problem: Problem, models: Models, start, name: str, key: jax.Array,
-                 shared: dict, members: int = 0
+                 shared: dict, members: int = 0, member_start: int = 1
                  ) -> tuple[Any, dict[str, Any], methods.Result | None]:
   """Runs method ``name`` from ``start`` (M_o, or the previous round's model); with
   ``members`` = m ≥ 1, its seeds 1 … m as one ensemble (methods.common).
@@ -74,7 +74,9 @@ def apply_method(config, problem: Problem, models: Models, start, name: str, key
                                                  recipe),
                         recipe=recipe, key=key, original_key=start_key,
                         shared=shared, verbose=config.verbose, members=members,
-                        how=config.experiment.ensemble)
+                        member_start=member_start, how=config.experiment.ensemble,
+                        member_mesh=ensembles.ensemble_mesh(config, members) if members
+                        else None)
   # A config section named after its registered method is that method; any other section
   # (an ablation variant such as tmu_plus_random) is not a main-table ("paper") method.
   meta = dict(group=info.group, paper=info.paper and name == info.name, base=info.name)
@@ -155,12 +157,16 @@ def method_seeds(config, problem: Problem, models: Models, name: str, key: jax.A
   seed 0), scored: one ensemble when the method allows it, else one seed after the other."""
   info, _ = settings_of(config, name)
   t0 = time.perf_counter()
-  if info.ensemble:
-    states, _, _ = apply_method(config, problem, models, models.original, name, key, shared,
-                                members=m)
-    if states is None:
-      return None, "a seed's loss became NaN/inf"
-    members = [train.ensemble.member(states, i) for i in range(m)]
+  if info.ensemble:  # groups of seeds whose states fit experiment.ensemble_memory_mb
+    budget = int(config.experiment.ensemble_memory_mb) * ensembles.MB
+    one = train.ensemble.state_bytes(models.original)
+    members = []
+    for a, b in train.ensemble.member_chunks(m, one, budget):
+      states, _, _ = apply_method(config, problem, models, models.original, name, key, shared,
+                                  members=b - a, member_start=1 + a)
+      if states is None:
+        return None, "a seed's loss became NaN/inf"
+      members += [train.ensemble.member(states, i) for i in range(b - a)]
     how = train.ensemble.resolve_how(config.experiment.ensemble,
                                      protocol.train_spec(config, models.scorer.model,
                                                          problem.dataset))

@@ -44,6 +44,7 @@ class Context:
   members: int = 0  # 0: one model; m >= 1: an ensemble of m seeds (see the module docstring)
   member_start: int = 1  # the first member's index in train.member_keys
   how: str = "auto"  # how the member axis runs (train.ensemble.HOW)
+  member_mesh: object = None  # the ensemble's ("models", "data") mesh (None: one device)
 
   def spec_for(self, opt: train.Optimizer, **overrides) -> train.StepSpec:
     """The problem's StepSpec with ``opt``'s optimizer family and other overrides."""
@@ -91,6 +92,7 @@ def fit(ctx: Context, state: train.TrainState, streams, *, key: jax.Array, **kwa
   if not ctx.members:
     return train.fit(state, streams, key=key, **kwargs)
   keys = train.member_keys(key, ctx.members, start=ctx.member_start)
+  kwargs["spec"] = kwargs["spec"].replace(mesh=ctx.member_mesh)
   return train.fit_ensemble(state, streams, keys=keys, how=ctx.how, **kwargs)
 
 
