@@ -30,7 +30,8 @@ from tmu_jax.methods.tmu import features as F
 from tmu_jax.methods.tmu.classifier import (auc, easy_probability, predict_easy,
                                             train_label_classifier)
 from tmu_jax.methods.tmu.settings import TMU, TMUPlus
-from tmu_jax.methods.tmu.twin import draw_twin, train_curriculum, train_twin, twin_size
+from tmu_jax.methods.tmu.twin import (draw_twin, train_curriculum, train_twin,
+                                      train_twins_together, twin_size)
 from tmu_jax.methods.tmu.unlearn import aligned_unlearning
 
 __all__ = ["TMU", "TMUPlus", "TwinArtifacts", "run_tmu", "twin_artifacts"]
@@ -74,9 +75,14 @@ def compute_twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
   x_rem_twin = problem.take(problem.class_rows(problem.train_portion))[0]
   x_rem_orig = problem.take(problem.class_rows(retain))[0]
   twin_feats, twin_easy, twin_acc = [], [], []
+  together = None
+  if s.twin.ensemble:
+    together = train_twins_together(ctx, s, x_twins, jnp.stack(
+        [jax.random.fold_in(keys[2], j) for j in range(s.n_twins)]))
   for j, x_t in enumerate(x_twins):
     y_t = jnp.full((x_t.shape[0],), problem.forget_class, jnp.int32)
-    m_t = train_twin(ctx, s, x_t, jax.random.fold_in(keys[2], j))
+    m_t = (train.ensemble.member(together, j) if together is not None
+           else train_twin(ctx, s, x_t, jax.random.fold_in(keys[2], j)))
     twin_acc.append(train.accuracy(ctx.model, m_t.variables, x_t, y_t))
     twin_easy.append(np.asarray(jnp.argmax(ctx.logits(ctx.original, x_t), -1) == y_t))
     twin_feats.append(sample_features(ctx, s, m_t, curriculum, x_t, y_t, x_rem_twin,

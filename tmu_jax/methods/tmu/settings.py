@@ -23,6 +23,8 @@ class Twin:
   epochs: int = schema.field(5, lo=1)
   lr: float = schema.field(0.005, lo=0.0, lo_open=True)
   batch_size: int = schema.field(128, lo=1)
+  ensemble: bool = schema.field(False, doc="train the n_twins M_t as one ensemble (one "
+                                "stream, per-twin weights; docs/methods.md)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,6 +55,32 @@ def train_twin(ctx: Context, s: TMU, x_twin: jax.Array, key: jax.Array) -> train
   return state
 
 
+def train_twins_together(ctx: Context, s: TMU, x_twins: list[jax.Array], keys: jax.Array
+                         ) -> train.TrainState:
+  """All M_t as one ensemble (``twin.ensemble``): one stream D_r ∪ D_f ∪ every D_t (each
+  repeated ``twin.repeat`` times), where twin j weighs its own D_t copies 1 and the others' 0.
+
+  Not equal to :func:`train_twin` one by one: the other twins' rows still take batch slots
+  (an epoch has (n_twins − 1)·repeat·|D_t| more rows, each batch fewer effective examples,
+  normalised by Σ|w|). ``keys[j]`` is twin j's data key."""
+  problem = ctx.problem
+  x_portion, y_portion = problem.take(problem.train_portion)
+  n, size = len(x_twins), int(x_twins[0].shape[0])
+  block = np.repeat(np.arange(n), size * s.twin.repeat)  # which twin each twin row belongs to
+  images = jnp.concatenate([x_portion] + [x for x in x_twins for _ in range(s.twin.repeat)])
+  labels = jnp.concatenate([y_portion, jnp.full((block.size,), problem.forget_class,
+                                                jnp.int32)])
+  weights = np.ones((n, int(labels.shape[0])), np.float32)
+  weights[:, len(y_portion):] = (block[None, :] == np.arange(n)[:, None])
+  stream = train.Stream(dict(image=images, label=labels), s.twin.batch_size)
+  opt = train.Optimizer("sgd", s.twin.lr, 0.9, ctx.recipe.weight_decay)
+  states = train.ensemble.broadcast(train.start_from(ctx.original, opt), n)
+  states, _ = train.fit_ensemble(states, stream, spec=ctx.spec_for(opt), epochs=s.twin.epochs,
+                                 keys=keys, weights=jnp.asarray(weights), how=ctx.how,
+                                 name="tmu/twins", verbose=ctx.verbose)
+  return states
+
+
 def train_curriculum(ctx: Context, s: TMU, x_twin_all: jax.Array, key: jax.Array
                      ) -> train.TrainState:
   """M_c: a fresh model trained from scratch on ``cf.fraction`` of D_r plus D_f and D_t."""
