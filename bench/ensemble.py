@@ -97,26 +97,37 @@ class Bench:
         dict(image=jnp.asarray(rng.integers(0, 256, (n,) + SHAPE, dtype=np.uint8)),
              label=jnp.asarray(rng.integers(0, 10, n).astype(np.int32))), self.batch_size)
 
+    self._host = None  # the initial states of the most members built so far, as numpy
+
   def keys(self, m: int):
     return E.member_keys(jax.random.key(1), m)
 
+  def _initial(self, m: int):
+    """Host copies of members 0 … m−1's initial states (member i's does not depend on M)."""
+    if self._host is None or E.size(self._host) < m:
+      self._host = jax.device_get(
+          E.new_ensemble(E.member_keys(jax.random.key(0), m), self.model, SHAPE, self.opt))
+    return self._host
+
   def states(self, m: int):
-    states = E.new_ensemble(E.member_keys(jax.random.key(0), m), self.model, SHAPE, self.opt)
+    """A fresh ensemble of m members (new device buffers: the update donates its input)."""
+    states = jax.tree.map(lambda x: jnp.asarray(x[:m]), self._initial(m))
     jax.block_until_ready(states)
     return states
 
   def singles(self, m: int):
-    """The members of ``states(m)`` as single-model states (split before any timing)."""
-    out = [E.member(self.states(m), i) for i in range(m)]
+    """The same members as fresh single-model states."""
+    host = self._initial(m)
+    out = [jax.tree.map(lambda x, i=i: jnp.asarray(x[i]), host) for i in range(m)]
     jax.block_until_ready(out)
     return out
 
   def sequential(self, singles, keys, steps: int):
     """Each member through ``train.fit``; returns the list of final single-model states."""
     out = []
-    for i, state in enumerate(singles):
+    for state, key in zip(singles, keys):
       st, _ = train.fit(state, self.stream, spec=self.spec, epochs=1,
-                        max_steps=steps, key=keys[i], chunk_steps=self.chunk, verbose=False)
+                        max_steps=steps, key=key, chunk_steps=self.chunk, verbose=False)
       jax.block_until_ready(st.params)
       out.append(st)
     return out
@@ -129,8 +140,11 @@ class Bench:
     return out
 
   def timed(self, fn, m: int, *a) -> float:
-    states = (self.singles if fn == self.sequential else self.states)(m)  # outside the timing
-    keys = self.keys(m)
+    keys = self.keys(m)  # all of it outside the timing
+    if fn == self.sequential:
+      states, keys = self.singles(m), list(keys)
+    else:
+      states = self.states(m)
     t0 = time.perf_counter()
     fn(states, keys, *a)
     return time.perf_counter() - t0
@@ -139,7 +153,7 @@ class Bench:
 def check(bench: Bench, m: int = 3, steps: int = 4, tol: float = 1e-5) -> None:
   """Members of both ensembles = sequential fits with the same keys and initialisations."""
   keys = bench.keys(m)
-  seq = bench.sequential(bench.singles(m), keys, steps)
+  seq = bench.sequential(bench.singles(m), list(keys), steps)
   for how in ("vmap", "map"):
     out = bench.ensemble(bench.states(m), keys, steps, how)
     diff = max(float(jnp.max(jnp.abs(a - b)))

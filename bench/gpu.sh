@@ -22,9 +22,10 @@
 #
 # Python packages: JAX, flax, optax, chex, orbax and torch must be importable by $PYTHON
 # (default python3). None of these benches imports ml_collections or tensorflow_datasets, but
-# if wheels were carried (in .whl/ or shared/wheels/, as /work/.library/device/README.md
-# describes: `pip download --no-deps --only-binary=:all: --python-version 3.12 ...
-# -d .whl ml_collections==...`), they are installed offline first into /tmp/site.
+# wheels found in .whl/ or shared/wheels/ (for an offline machine whose Python lacks them, made
+# elsewhere with e.g. `python3 -m pip download --no-deps --only-binary=:all: --python-version
+# 3.12 --platform manylinux2014_x86_64 -d .whl ml_collections==1.1.0`, every missing dependency
+# named too, one version of each) are installed first, offline, into /tmp/site.
 set -u
 
 cd "$(dirname "$0")/.." || exit 1

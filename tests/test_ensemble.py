@@ -239,3 +239,18 @@ def test_models_mesh_matches_one_device(tmp_path):
               for i, a in enumerate(leaves))
       print(f"max |Δparams| models={models} vs 1 device:", d)
       assert d <= TOL
+
+
+@pytest.mark.parametrize("how", ["vmap", "map"])
+def test_one_compile_across_chunks_and_calls(how):
+  """A 3-member ensemble (a size no other test uses) over 6 chunks compiles the chunk program
+  once, and a second fit of that size compiles nothing (an uncommitted step counter used to make
+  the chunks after the first a second program)."""
+  keys = E.member_keys(jax.random.key(5), 3)
+  kw = dict(spec=t.SPEC, epochs=2, keys=keys, chunk_steps=1, verbose=False, how=how)
+  with t._compiles() as compiled:
+    E.fit_ensemble(_members(range(3)), t._stream(), **kw)
+  assert compiled.count("jit(_chunk)") == 1, compiled
+  with t._compiles() as compiled:
+    E.fit_ensemble(_members(range(3, 6)), t._stream(), **kw)
+  assert "jit(_chunk)" not in compiled, compiled

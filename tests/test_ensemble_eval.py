@@ -5,6 +5,7 @@ single runs with the member keys, and the ε score passes the protocol's two san
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tmu_jax import methods, train
 from tmu_jax.evaluation import epsilon as eps_lib
@@ -18,22 +19,28 @@ def _max_diff(a, b) -> float:
                                                            jax.tree.leaves(b)))
 
 
-def _gold(tiny, size, tmp_path):
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  """One gold-ensemble cache for the module: the sanity check grows what the growth test left."""
+  return str(tmp_path_factory.mktemp("gold_cache"))
+
+
+def _gold(tiny, size, cache):
   config = tiny.config.copy_and_resolve_references()
-  config.cache_dir = str(tmp_path / "cache")
+  config.cache_dir = cache
   return ensembles.gold_ensemble(config, tiny.workdir, tiny.problem, tiny.gold,
                                  tiny.models.gold_key, size)
 
 
-def test_gold_ensemble_grows_from_the_cache(tiny, tmp_path):
+def test_gold_ensemble_grows_from_the_cache(tiny, cache):
   """G = 3 trains members 1–2; G = 5 then trains only 3–4 and keeps 0–2 bit for bit; G = 2 is
   a slice of the cache (nothing trained); member 0 is M_g; members differ."""
-  ens3, info = _gold(tiny, 3, tmp_path)
+  ens3, info = _gold(tiny, 3, cache)
   assert (info["trained"], info["cached"], E.size(ens3)) == (2, 0, 3)
-  ens5, info = _gold(tiny, 5, tmp_path)
+  ens5, info = _gold(tiny, 5, cache)
   assert (info["trained"], info["cached"], E.size(ens5)) == (2, 2, 5)
   assert _max_diff(E.members(ens5, 0, 3).params, ens3.params) == 0.0
-  ens2, info = _gold(tiny, 2, tmp_path)
+  ens2, info = _gold(tiny, 2, cache)
   assert (info["trained"], info["cached"], E.size(ens2)) == (0, 2, 2)
   assert _max_diff(E.member(ens5, 0).params, tiny.gold.params) == 0.0
   assert _max_diff(E.member(ens5, 1).params, E.member(ens5, 2).params) > 1e-3
@@ -64,14 +71,14 @@ def _null_quality(n: int, settings, examples: int = 2000) -> float:
   return eps_lib.forgetting_quality(e, settings)
 
 
-def test_epsilon_sanity_checks_on_a_real_problem(tiny, tmp_path):
+def test_epsilon_sanity_checks_on_a_real_problem(tiny, cache):
   """METHODS §5b's sanity checks, N = 6 (12 gold models): the held-out gold half scored as the
   'unlearned' half scores the maximum attainable at N = 6 — the F of two samples of one
   distribution, 0.22 (measured: 0.2125 on the 30 forget images), not 1 — and the untouched M_o
   (which memorized D_f: its accuracy there is far above gold's) scores F = 0, and still far
   below retraining without the point-mass guard."""
   n = 6
-  ens, _ = _gold(tiny, 2 * n, tmp_path)
+  ens, _ = _gold(tiny, 2 * n, cache)
   scorer, ref = tiny.models.scorer, tiny.models.ref
   scored = [scorer.score_and_logits(E.member(ens, i), ref) for i in range(2 * n)]
   gold = evaluate.Scored([s for s, _ in scored], np.stack([np.asarray(l) for _, l in scored]))

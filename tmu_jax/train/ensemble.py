@@ -167,6 +167,9 @@ def _lockstep(states, codes, idx, t, shared, mine, keys, aux, origin, total,
     new, m = vmap(one)(st, idx, mine, keys)
     active = codes == 0
     st = _where(active, new, st)
+    # A stopped member's step was computed and thrown away: its metrics are NaN, as under map.
+    m = dict(m, loss=jnp.where(active, m["loss"], jnp.nan),
+             accuracy=jnp.where(active, m["accuracy"], jnp.nan))
     finite = finite & jnp.all(m["finite"] | ~active)
     t = t + 1
     if rule is not None:
@@ -288,7 +291,9 @@ def fit_ensemble(states: TrainState, streams: Stream | tuple[Stream, ...], *, sp
     by_member = jax.tree.leaves(states)[0].sharding
     states, codes, keys = jax.device_put((states, codes, keys), by_member)
   idx = _first_indices(keys, layout, jnp.int32(start), jnp.int32(origin))
-  t = jnp.int32(start)
+  # The step counter is committed like the state (an uncommitted first t would make the first
+  # chunk call a second program: measured by bench/ensemble.py before this line existed).
+  t = jax.device_put(jnp.int32(start), replicated if spec.mesh is not None else by_member)
   progress = Progress(name, budget, unit="img", unit_per_step=m * sum(layout.batch_sizes),
                       verbose=verbose)
   progress.start(start - origin)
@@ -301,7 +306,7 @@ def fit_ensemble(states: TrainState, streams: Stream | tuple[Stream, ...], *, sp
       states, codes, idx, t, finite, metrics = _chunk_jit(
           states, codes, idx, t, shared, mine, keys, aux, jnp.int32(origin), jnp.int32(total),
           spec=spec, plan=plan)
-      step = int(t)  # the one host sync of the chunk
+      step = int(t)  # the chunk's sync (finite, the stop codes and progress follow it)
       if not bool(finite):
         raise loop_lib.NonFiniteLoss(f"{name}: a member's loss became NaN/inf by step {step}")
       progress.update(step - origin, {k: jnp.nanmean(v) for k, v in metrics.items()
@@ -346,9 +351,11 @@ def fit_members(state_fn, streams, *, spec: StepSpec, epochs: int, keys: jax.Arr
                 ) -> tuple[TrainState, dict]:
   """:func:`fit_ensemble` in groups of members that fit ``budget_bytes`` of state.
 
-  ``state_fn(keys) -> ensemble`` builds the starting states of a group (so that no more than
-  one group is ever resident before training); groups run one after the other and are
-  concatenated. Without a budget it is one group.
+  ``state_fn(keys) -> ensemble`` builds the starting states of a group when it starts; groups
+  run one after the other and are concatenated. The budget bounds the group in training (its
+  states, optimizer states and, under vmap, activations scale with its size); finished groups
+  stay resident until the concatenation at the end, which briefly holds all M twice. Without
+  a budget it is one group.
   """
   m = int(keys.shape[0])
   if budget_bytes is None or m == 1:
@@ -363,7 +370,7 @@ def fit_members(state_fn, streams, *, spec: StepSpec, epochs: int, keys: jax.Arr
                             keys=keys[a:b], weights=w, **kwargs)
     parts.append(st)
     infos.append(info)
-  info = dict(infos[0], seconds=sum(i["seconds"] for i in infos), groups=len(groups))
+  info = dict(infos[0], seconds=sum(i["seconds"] for i in infos), groups=len(groups), members=m)
   for k in ("steps", "stop_code", "loss", "accuracy"):
     if k in infos[0]:
       info[k] = [v for i in infos for v in i[k]]

@@ -95,22 +95,24 @@ def compute_twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
                                        keys[4]))
 
 
-def twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
-  """The twin artefacts of this problem, from ``ctx.shared`` when a variant made them already.
+def twin_artifacts(ctx: Context, s: TMU) -> tuple[TwinArtifacts, bool]:
+  """The twin artefacts of this problem and whether they were reused: from ``ctx.shared`` when
+  a variant made them already (its time then leaves out the twins: see ``twins_reused``).
 
   The key is content: the split's key, M_o's cache key and the twin/feature settings.
   """
   key = ("tmu/twins", ctx.problem.split_key, ctx.original_key, s.twin_key)
   if key not in ctx.shared:
     ctx.shared[key] = compute_twin_artifacts(ctx, s)
-  return ctx.shared[key]
+    return ctx.shared[key], False
+  return ctx.shared[key], True
 
 
 def run_tmu(ctx: Context, s: TMU) -> Result:
   """The whole TMU pipeline from M_o: a Result with ``pred_easy`` and report entries."""
   problem = ctx.problem
   keys = jax.random.split(ctx.key, 6)
-  art = twin_artifacts(ctx, s)
+  art, reused = twin_artifacts(ctx, s)
   # §2.3 standardise with twin statistics; §2.4 classifier; predicted easy/hard split of D_f.
   scale = F.Standardizer.fit(art.twin)
   cols = s.feature_columns
@@ -125,7 +127,7 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
   out.pred_easy = pred_easy
   out.arrays = dict(twin=art.twin, twin_easy=art.twin_easy, forget=art.forget, p_easy=p_easy)
   out.report.update(
-      twin_size=art.size, n_twins=s.n_twins, twin_acc_mt=art.twin_acc,
+      twin_size=art.size, n_twins=s.n_twins, twins_reused=reused, twin_acc_mt=art.twin_acc,
       orig_acc_mo_df=train.accuracy(ctx.model, ctx.original.variables, x_f, y_f),
       twin_hard_rate=100.0 * twin_hard_rate, pred_hard=int((~pred_easy).sum()),
       twin_auc=auc(np.asarray(easy_probability(clf, twin_z)), art.twin_easy.astype(bool)))
