@@ -1,0 +1,85 @@
+"""Recomputes the ε table of docs/results/fashion_mnist_epsilon.md from a results.json (.gz).
+
+For every row: F (forgetting quality) with its standard error over the forget examples, the
+final score, Avg. Gap, agreement and its floors, RTE; and, paired over the forget examples, each
+row's points minus a reference row's (default tmu_plus): mean difference ± s.e. and a two-sided
+sign test. Usage::
+
+    python scripts/epsilon_table.py docs/results/data/fashion_mnist_epsilon.results.json.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+
+import numpy as np
+
+from tmu_jax.evaluation import epsilon as eps_lib
+
+
+def load(path: str) -> dict:
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8") as f:
+    return json.load(f)
+
+
+def rows(run: dict) -> dict[str, dict]:
+  out = {"retrain (held-out gold)": run["gold"], "original": run["original"]}
+  out.update(run["methods"])
+  return {k: v for k, v in out.items() if "epsilon" in v}
+
+
+def sign_test(diff: np.ndarray) -> float:
+  """Two-sided exact sign test p-value of the nonzero differences."""
+  d = diff[diff != 0]
+  n, k = d.size, int((d > 0).sum())
+  if n == 0:
+    return 1.0
+  tail = sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2 ** n
+  return min(1.0, 2 * tail)
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser()
+  ap.add_argument("results")
+  ap.add_argument("--reference", default="tmu_plus")
+  args = ap.parse_args()
+  results = load(args.results)
+  for run in results["runs"]:
+    s = run["epsilon_settings"]
+    settings = eps_lib.EpsilonSettings(grid_per_unit=s["grid_per_unit"], delta=s["delta"],
+                                       bin_width=s["bin_width"], max_epsilon=s["max_epsilon"],
+                                       cap=s["cap"], point_mass_ratio=s["point_mass_ratio"])
+    table = rows(run)
+    points = {k: eps_lib.epsilon_points(np.asarray(v["epsilon"]["eps"]), settings)
+              for k, v in table.items()}
+    ref = points.get(args.reference)
+    print(f"class {run['forget_class']}, seed {run['seed']}: N = {s['n']} models a side, "
+          f"G = {run['gold_models']} gold, |D_f| = {run['forget_size']}")
+    print(f"| row | F ± s.e. | final score | Avg. Gap | agreement (floors) | RTE | "
+          f"points − {args.reference} (paired, ± s.e.) | sign test p |")
+    print("|---|---|---|---|---|---|---|---|")
+    order = sorted(table, key=lambda k: -table[k]["epsilon"]["final_score"])
+    for k in order:
+      v, p = table[k], points[k]
+      se = p.std(ddof=1) / math.sqrt(p.size)
+      agree = v.get("vs_gold", {}).get("agreement", {})
+      floors = v.get("floors_away", {}).get("agreement")
+      rte = v.get("rte")
+      paired = "–"
+      pval = "–"
+      if ref is not None and k != args.reference:
+        d = p - ref
+        paired = f"{d.mean():+.3f} ± {d.std(ddof=1) / math.sqrt(d.size):.3f}"
+        pval = f"{sign_test(d):.2g}"
+      print(f"| {k} | {p.mean():.3f} ± {se:.3f} | {v['epsilon']['final_score']:.3f} | "
+            f"{v.get('avg_gap', float('nan')):.2f} | "
+            f"{agree.get('mean', float('nan')):.1f} ({'–' if floors is None else f'{floors:.1f}'})"
+            f" | {'–' if rte is None else f'{rte:.3f}'} | {paired} | {pval} |")
+
+
+if __name__ == "__main__":
+  main()
