@@ -161,28 +161,28 @@ def test_twin_artefacts_are_keyed_by_content(tiny, monkeypatch):
   ctx0 = tiny.context()
   ctx0.shared = shared
   faithful = tmu.TMU()
-  a = tmu.twin_artifacts(ctx0, faithful)
+  a = tmu.twin_artifacts(ctx0, faithful)[0]
   variant = tmu.TMU(balanced=True, threshold="twin_rate", features="nf,cf")
-  assert tmu.twin_artifacts(ctx0, variant) is a and len(made) == 1  # downstream-only changes
+  assert tmu.twin_artifacts(ctx0, variant)[0] is a and len(made) == 1  # downstream-only changes
 
   problem1 = runs.make_problem(tiny.config, tiny.problem.dataset, 6, 1)  # another split (seed 1)
   ctx1 = tiny.context()
   ctx1.problem, ctx1.shared = problem1, shared
-  b = tmu.twin_artifacts(ctx1, faithful)
+  b = tmu.twin_artifacts(ctx1, faithful)[0]
   assert b is not a and len(made) == 2
   np.testing.assert_array_equal(b["forget"], problem1.split.forget)  # its own problem's
   assert not np.array_equal(a["forget"], b["forget"])
   problem2 = runs.make_problem(tiny.config, tiny.problem.dataset, 0, 0)  # another forget class
   ctx2 = tiny.context()
   ctx2.problem, ctx2.shared = problem2, shared
-  assert _new(tmu.twin_artifacts(ctx2, faithful), a, b) and len(made) == 3
+  assert _new(tmu.twin_artifacts(ctx2, faithful)[0], a, b) and len(made) == 3
 
   ctx3 = tiny.context()
   ctx3.shared, ctx3.original_key = shared, "another-M_o"  # same split, another M_o
-  assert _new(tmu.twin_artifacts(ctx3, faithful), a, b) and len(made) == 4
+  assert _new(tmu.twin_artifacts(ctx3, faithful)[0], a, b) and len(made) == 4
   other_twins = tmu.TMU(af=AF(eps=8 / 255))
-  assert tmu.twin_artifacts(ctx0, other_twins) is not a and len(made) == 5
-  assert tmu.twin_artifacts(ctx0, faithful) is a and len(made) == 5  # still there
+  assert tmu.twin_artifacts(ctx0, other_twins)[0] is not a and len(made) == 5
+  assert tmu.twin_artifacts(ctx0, faithful)[0] is a and len(made) == 5  # still there
 
 
 class _Seen(Exception):
