@@ -128,13 +128,13 @@ def run_method(config, workdir: str, problem: Problem, models: Models, name: str
     scored = evaluate.Scored([row], np.asarray(logits_f)[None])
     n = int(config.experiment.epsilon)
     if n >= 2 and models.gold is not None:
-      extra, info = method_seeds(config, problem, models, name, rkey, shared, n - 1)
+      extra, seeds = method_seeds(config, problem, models, name, rkey, shared, n - 1)
       if extra is None:
-        out["note"] = f"seeds: {info}"
+        out["note"] = f"seeds: {seeds}"
       else:
         scored = evaluate.Scored(scored.scores + extra.scores,
                                  np.concatenate([scored.logits_forget, extra.logits_forget]))
-        out.update(seeds_time_s=info["time_s"], seeds_how=info["how"])
+        out.update(seeds_time_s=seeds["time_s"], seeds_how=seeds["how"])
         out["confidences_file"] = save_confidences(workdir, name, problem, scored,
                                                    models.gold.labels)
     if models.gold is not None:
