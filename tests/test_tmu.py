@@ -325,3 +325,18 @@ def test_twins_as_one_ensemble(tiny):
     before = train.accuracy(ctx.model, tiny.original.variables, x_twins[j], y_t)
     print(f"twin {j}: M_o {before:.1f}% on its D_t, M_t {own:.1f}%")
     assert own > before  # it learns its own D_t
+
+
+def test_twin_retain_fraction_subsamples_d_r_only(tiny):
+  """twin.retain_fraction = 0.25: M_t's rows besides D_t are a quarter of D_r (drawn from the
+  problem's seed, the same for every variant) and all of D_f; 1.0 is the whole T."""
+  ctx = tiny.context()
+  split = tiny.problem.split
+  full = twin.twin_portion(ctx, tmu.TMU())
+  np.testing.assert_array_equal(full, tiny.problem.train_portion)
+  s = tmu.TMU(twin=tmu.settings.Twin(retain_fraction=0.25))
+  part = twin.twin_portion(ctx, s)
+  assert set(split.forget) <= set(part)
+  kept = np.setdiff1d(part, split.forget)
+  assert set(kept) <= set(split.retain) and len(kept) == round(0.25 * len(split.retain))
+  np.testing.assert_array_equal(part, twin.twin_portion(tiny.context(jax.random.key(9)), s))

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tmu_jax import data as data_lib, train
+from tmu_jax import data as data_lib, rng, train
 from tmu_jax.methods.common import Context, retain_subset
 from tmu_jax.methods.tmu.settings import TMU
 
@@ -41,10 +41,22 @@ def draw_twin(problem, key: jax.Array, size: int, flip: bool = True) -> jax.Arra
   return jnp.concatenate([base, copies])
 
 
-def train_twin(ctx: Context, s: TMU, x_twin: jax.Array, key: jax.Array) -> train.TrainState:
-  """M_t: M_o fine-tuned on D_r ∪ D_f ∪ D_t (D_t repeated ``twin.repeat`` times), constant lr."""
+def twin_portion(ctx: Context, s: TMU) -> np.ndarray:
+  """The rows M_t fine-tunes on besides D_t: D_r (or a ``twin.retain_fraction`` of it, drawn
+  once per problem) ∪ D_f."""
   problem = ctx.problem
-  x_portion, y_portion = problem.take(problem.train_portion)
+  if s.twin.retain_fraction >= 1.0:
+    return problem.train_portion
+  key = rng.named(rng.seed_key(problem.seed), "tmu/twin_retain")
+  retain = retain_subset(problem, s.twin.retain_fraction, key)
+  return np.sort(np.concatenate([retain, problem.split.forget]))
+
+
+def train_twin(ctx: Context, s: TMU, x_twin: jax.Array, key: jax.Array) -> train.TrainState:
+  """M_t: M_o fine-tuned on D_r ∪ D_f ∪ D_t (D_t repeated ``twin.repeat`` times), constant lr;
+  with ``twin.retain_fraction`` < 1 on that share of D_r only."""
+  problem = ctx.problem
+  x_portion, y_portion = problem.take(twin_portion(ctx, s))
   y_twin = jnp.full((x_twin.shape[0],), problem.forget_class, jnp.int32)
   images = jnp.concatenate([x_portion] + [x_twin] * s.twin.repeat)
   labels = jnp.concatenate([y_portion] + [y_twin] * s.twin.repeat)
@@ -64,7 +76,7 @@ def train_twins_together(ctx: Context, s: TMU, x_twins: list[jax.Array], keys: j
   (an epoch has (n_twins − 1)·repeat·|D_t| more rows, each batch fewer effective examples,
   normalised by Σ|w|). ``keys[j]`` is twin j's data key."""
   problem = ctx.problem
-  x_portion, y_portion = problem.take(problem.train_portion)
+  x_portion, y_portion = problem.take(twin_portion(ctx, s))
   n, size = len(x_twins), int(x_twins[0].shape[0])
   block = np.repeat(np.arange(n), size * s.twin.repeat)  # which twin each twin row belongs to
   images = jnp.concatenate([x_portion] + [x for x in x_twins for _ in range(s.twin.repeat)])
