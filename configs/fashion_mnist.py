@@ -54,6 +54,22 @@ def get_config(arg: str | None = None):
     c.experiment.gold_models = 64
     c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random",)
     c.methods.tmu_plus_random = default.tmu_variant(c.methods.tmu_plus, threshold="random")
+  elif arg == "epsilon_cost":
+    # Issue 11's cost levers for TMU+ on the epsilon problem (same data, gold ensemble and N;
+    # a rerun in the epsilon workdir reuses its cache): M_t on a share of D_r, fewer epochs.
+    c = get_config("epsilon")
+    plus = c.methods.tmu_plus
+    variants = dict(
+        tmu_plus_r25=dict(retain_fraction=0.25),
+        tmu_plus_r10=dict(retain_fraction=0.1),
+        tmu_plus_r10_e2=dict(retain_fraction=0.1, epochs=2),
+    )
+    for name, twin in variants.items():
+      v = default.tmu_variant(plus, base_method="tmu_plus")
+      for k, val in twin.items():
+        v.twin[k] = val
+      c.methods[name] = v
+    c.experiment.methods = ("tmu_plus",) + tuple(variants)
   elif arg == "random10":
     # SalUn's headline setting (Fan et al. 2024): random forgetting of 10% of T across classes
     # (scenario instance, k = 4 800 of the 48 000 training images), Avg. Gap against a 4-model
@@ -65,7 +81,7 @@ def get_config(arg: str | None = None):
                             "bad_teacher", "scrub", "salun")
   elif arg:
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
-                     "sweep_full, sizes, epsilon, random10")
+                     "sweep_full, sizes, epsilon, epsilon_cost, random10")
   return c
 
 

@@ -27,7 +27,7 @@ def load(path: str) -> dict:
 
 
 def rows(run: dict) -> dict[str, dict]:
-  out = {"retrain (held-out gold)": run["gold"], "original": run["original"]}
+  out = {"retrain (gold, held-out half)": run["gold"], "original": run["original"]}
   out.update(run["methods"])
   return {k: v for k, v in out.items() if "epsilon" in v}
 

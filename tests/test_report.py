@@ -356,7 +356,7 @@ def test_evaluation_table_ranks_by_final_score_against_the_floor():
   assert lines[0] == ("| model | models | F | final score | Avg. Gap | agreement (vs floor) | "
                       "gap (vs floor) | act. distance L2 (vs floor) | RTE |")
   rows = _rows(text)
-  assert list(rows) == ["retrain (held-out gold)", "tmu", "finetune", "original"]
+  assert list(rows) == ["retrain (gold)", "tmu", "finetune", "original"]
   assert rows["finetune"] == [
       "finetune", "4", "0.400", "0.380", "3.25", "87.2 ± 1.3 (floor 91.0 ± 0.8, 4.8 floors)",
       "4.4 ± 1.2 (floor 1.0 ± 0.5, 6.8 floors)",
@@ -366,7 +366,7 @@ def test_evaluation_table_ranks_by_final_score_against_the_floor():
   assert rows["tmu"][5:] == ["90.1 ± 1.0 (floor 91.0 ± 0.8)",
                              "1.5 (floor 1.0 ± 0.5, 1.0 floors)", "0.060 (floor 0.050 ± 0.010)",
                              "0.050"]
-  assert rows["retrain (held-out gold)"][7:] == ["–", "–"] and rows["original"][-1] == "–"
+  assert rows["retrain (gold)"][7:] == ["–", "–"] and rows["original"][-1] == "–"
   assert ("G = 4 gold models; ε from N = 4 models a side (bins of 0.5 up to max ε 1.5, cap 50). "
           "F = forgetting quality") in md
   assert "Ranked by final score, best first." in md
@@ -390,7 +390,7 @@ def test_evaluation_ranks_by_avg_gap_without_epsilon_and_missing_values_last():
   run["methods"]["tmu"].pop("avg_gap")
   md = render(results_of([run]))
   rows = _rows(_table_after(md, RUN_EVAL))
-  assert list(rows) == ["retrain (held-out gold)", "finetune", "original", "tmu"]
+  assert list(rows) == ["retrain (gold)", "finetune", "original", "tmu"]
   assert rows["tmu"][1:5] == ["4", "–", "–", "–"]
   assert "Ranked by Avg. Gap, smallest first." in md
 
@@ -398,7 +398,7 @@ def test_evaluation_ranks_by_avg_gap_without_epsilon_and_missing_values_last():
 def test_evaluation_over_runs_aggregates_and_ends_with_the_floor():
   md = render(results_of([evaluated_run(0), evaluated_run(1, shift=0.02)]))
   rows = _rows(_table_after(md, SWEEP_EVAL))
-  assert list(rows) == ["retrain (held-out gold)", "tmu", "finetune", "original",
+  assert list(rows) == ["retrain (gold)", "tmu", "finetune", "original",
                         "gold-vs-gold floor"]
   assert rows["finetune"][1:5] == ["2", "0.400 ± 0.000", "0.390 ± 0.010", "3.25 ± 0.00"]
   assert rows["finetune"][5] == "87.2 ± 0.0 (4.8 ± 0.0 floors)"
