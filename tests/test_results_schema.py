@@ -50,7 +50,7 @@ def test_a_real_results_file_matches_the_schema(tiny, tmp_path):
   assert not missing, f"keys not in docs/results_schema.md: {sorted(missing)}"
   assert {"group", "paper", "base", "label_acc", "mask_kept", "stopped", "split_file",
           "twin_auc", "floor", "epsilon", "vs_gold", "floors_away", "avg_gap", "rte",
-          "epsilon_settings", "gold_models", "members"} <= keys_of(results)
+          "epsilon_settings", "gold_models", "members", "label_auc"} <= keys_of(results)
 
 
 def test_another_configs_results_are_kept(tmp_path):

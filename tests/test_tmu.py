@@ -340,3 +340,18 @@ def test_twin_retain_fraction_subsamples_d_r_only(tiny):
   kept = np.setdiff1d(part, split.forget)
   assert set(kept) <= set(split.retain) and len(kept) == round(0.25 * len(split.retain))
   np.testing.assert_array_equal(part, twin.twin_portion(tiny.context(jax.random.key(9)), s))
+
+
+def test_heldout_auc_by_draw():
+  """The held-out AUC (one fold per twin draw) is near 1 when the label is a feature's sign and
+  near 0.5 when the labels are shuffled (a classifier that only memorizes scores chance)."""
+  r = np.random.default_rng(0)
+  z = r.normal(size=(4 * 60, 3)).astype(np.float32)
+  easy = z[:, 0] > 0
+  s = tmu.TMU(clf=tmu.settings.Classifier(epochs=30))
+  good = tmu.heldout_auc(s, z, easy, 4, jax.random.key(0))
+  chance = tmu.heldout_auc(s, z, r.permutation(easy), 4, jax.random.key(0))
+  print("held-out AUC", good, "shuffled", chance)
+  assert good > 0.95
+  assert 0.3 < chance < 0.7
+  assert np.isnan(tmu.heldout_auc(s, z, easy, 1, jax.random.key(0)))

@@ -119,6 +119,8 @@ def run_method(config, workdir: str, problem: Problem, models: Models, name: str
     out.update(row)
     if result.pred_easy is not None:
       out["label_acc"] = models.scorer.label_accuracy(result.pred_easy, models.ref)
+    if "p_easy" in result.arrays:  # TMU: its scores ranked against gold's labels (reporting)
+      out["label_auc"] = models.scorer.label_auc(np.asarray(result.arrays["p_easy"]), models.ref)
     if result.arrays:  # e.g. TMU's feature values, for the histograms and later analysis
       rel = os.path.join("features", f"{name}-{_run_tag(problem)}.npz")
       os.makedirs(os.path.join(workdir, "features"), exist_ok=True)

@@ -87,6 +87,17 @@ class Scorer:
     out["zrf"] = metrics.zrf(logits_f, ref.random_logits_forget)
     return out, logits_f
 
+  def label_auc(self, p_easy: np.ndarray, ref: Reference) -> float:
+    """ROC AUC of a method's easy-probabilities on D_f for gold's correctness there (M_g's):
+    how well TMU's classifier ranks the real problem, for reporting only (never used)."""
+    y_f = self.problem.take(self.problem.split.forget)[1]
+    easy = np.asarray(metrics.correct(ref.gold_logits_forget, y_f)).astype(bool)
+    pos, neg = p_easy[easy], p_easy[~easy]
+    if len(pos) == 0 or len(neg) == 0:
+      return float("nan")
+    greater = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    return float(greater)
+
   def label_accuracy(self, pred_easy: np.ndarray, ref: Reference) -> float:
     """TMU Table 4: a method's predicted easy/hard split of D_f against gold's correctness."""
     y_f = self.problem.take(self.problem.split.forget)[1]

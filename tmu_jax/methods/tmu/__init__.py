@@ -108,6 +108,23 @@ def twin_artifacts(ctx: Context, s: TMU) -> tuple[TwinArtifacts, bool]:
   return ctx.shared[key], True
 
 
+def heldout_auc(s: TMU, twin_z: np.ndarray, twin_easy: np.ndarray, n_draws: int,
+                key: jax.Array) -> float:
+  """Mean over twin draws j of the AUC, on draw j, of a classifier trained on the other draws
+  (k = n_draws folds; nan with one draw): the classifier's ranking on twin data it never saw."""
+  if n_draws < 2:
+    return float("nan")
+  draw = np.repeat(np.arange(n_draws), len(twin_easy) // n_draws)
+  scores = []
+  for j in range(n_draws):
+    fit_rows, test_rows = draw != j, draw == j
+    clf = train_label_classifier(s, twin_z[fit_rows], twin_easy[fit_rows],
+                                 jax.random.fold_in(key, j), False)
+    scores.append(auc(np.asarray(easy_probability(clf, twin_z[test_rows])),
+                      twin_easy[test_rows].astype(bool)))
+  return float(np.nanmean(scores))
+
+
 def run_tmu(ctx: Context, s: TMU) -> Result:
   """The whole TMU pipeline from M_o: a Result with ``pred_easy`` and report entries."""
   problem = ctx.problem
@@ -131,6 +148,9 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
       orig_acc_mo_df=train.accuracy(ctx.model, ctx.original.variables, x_f, y_f),
       twin_hard_rate=100.0 * twin_hard_rate, pred_hard=int((~pred_easy).sum()),
       twin_auc=auc(np.asarray(easy_probability(clf, twin_z)), art.twin_easy.astype(bool)))
+  if s.clf.heldout_auc:
+    out.report["twin_auc_heldout"] = heldout_auc(s, np.asarray(twin_z), np.asarray(art.twin_easy),
+                                                 s.n_twins, rng.named(ctx.key, "tmu/heldout"))
   return out
 
 

@@ -58,6 +58,9 @@ class Classifier:
   lr: float = schema.field(0.01, lo=0.0, lo_open=True)
   weight_decay: float = schema.field(5e-4, lo=0.0)
   batch_size: int = schema.field(32, lo=1)
+  heldout_auc: bool = schema.field(False, doc="also report the AUC on twin draws the "
+                                   "classifier did not train on (one fold per draw; reporting "
+                                   "only, its cost counts in the method's time)")
 
 
 @dataclasses.dataclass(frozen=True)
