@@ -355,3 +355,21 @@ def test_heldout_auc_by_draw():
   assert good > 0.95
   assert 0.3 < chance < 0.7
   assert np.isnan(tmu.heldout_auc(s, z, easy, 1, jax.random.key(0)))
+
+
+def test_disjoint_twin_draws_share_no_image(tiny):
+  """twin.disjoint: draws that the pool fills whole share no image (distinct = n·|D_t|); the
+  default independent draws of the same sizes repeat some (this key); a draw past the
+  pool's end is topped up (as draw_twin does) and so overlaps the others."""
+  problem = tiny.problem
+  pool = len(problem.class_rows(problem.split.holdout))
+  key = jax.random.key(4)
+  size = pool // 3
+  draws = twin.draw_disjoint_twins(problem, key, size, 3)
+  assert [int(d.shape[0]) for d in draws] == [size] * 3
+  assert twin.distinct_images(draws) == 3 * size
+  independent = [twin.draw_twin(problem, jax.random.fold_in(key, j), size) for j in range(3)]
+  assert twin.distinct_images(independent) < 3 * size
+  over = twin.draw_disjoint_twins(problem, key, size, 4)  # the 4th block does not fit
+  assert twin.distinct_images(over[:3]) == 3 * size
+  assert twin.distinct_images(over) < 4 * size

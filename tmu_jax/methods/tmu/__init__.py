@@ -30,7 +30,8 @@ from tmu_jax.methods.tmu import features as F
 from tmu_jax.methods.tmu.classifier import (auc, easy_probability, predict_easy,
                                             train_label_classifier)
 from tmu_jax.methods.tmu.settings import TMU, TMUPlus
-from tmu_jax.methods.tmu.twin import (draw_twin, train_curriculum, train_twin,
+from tmu_jax.methods.tmu.twin import (distinct_images, draw_disjoint_twins, draw_twin,
+                                      train_curriculum, train_twin,
                                       train_twins_together, twin_size)
 from tmu_jax.methods.tmu.unlearn import aligned_unlearning
 
@@ -44,6 +45,7 @@ class TwinArtifacts:
   twin: np.ndarray  # f32[n_twins·|D_t|, 3] NF, AF, CF of every twin draw
   twin_easy: np.ndarray  # bool[n_twins·|D_t|]: M_o right on the twin sample (twin gold)
   twin_acc: float  # mean accuracy of M_t on its D_t (%)
+  distinct: int  # distinct images over all twin draws (n_twins·|D_t| when none repeats)
   forget: np.ndarray  # f32[|D_f|, 3] NF, AF, CF of D_f with M_o
 
 
@@ -69,8 +71,11 @@ def compute_twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
   keys = jax.random.split(rng.named(rng.seed_key(problem.seed), "tmu/twins"), 5)
   forget, retain = problem.split.forget, problem.split.retain
   size = twin_size(len(forget), len(retain))
-  x_twins = [draw_twin(problem, jax.random.fold_in(keys[0], j), size, flip=ctx.spec.flip)
-             for j in range(s.n_twins)]
+  if s.twin.disjoint:
+    x_twins = draw_disjoint_twins(problem, keys[0], size, s.n_twins, flip=ctx.spec.flip)
+  else:
+    x_twins = [draw_twin(problem, jax.random.fold_in(keys[0], j), size, flip=ctx.spec.flip)
+               for j in range(s.n_twins)]
   curriculum = train_curriculum(ctx, s, jnp.concatenate(x_twins), keys[1])
   x_rem_twin = problem.take(problem.class_rows(problem.train_portion))[0]
   x_rem_orig = problem.take(problem.class_rows(retain))[0]
@@ -90,7 +95,7 @@ def compute_twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
   # The same features for the original problem (x ∈ D_f, model M_o, remaining D_r).
   x_f, y_f = problem.take(forget)
   return TwinArtifacts(size, np.concatenate(twin_feats), np.concatenate(twin_easy),
-                       float(np.mean(twin_acc)),
+                       float(np.mean(twin_acc)), distinct_images(x_twins),
                        sample_features(ctx, s, ctx.original, curriculum, x_f, y_f, x_rem_orig,
                                        keys[4]))
 
@@ -144,7 +149,7 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
   out.pred_easy = pred_easy
   out.arrays = dict(twin=art.twin, twin_easy=art.twin_easy, forget=art.forget, p_easy=p_easy)
   out.report.update(
-      twin_size=art.size, n_twins=s.n_twins, twins_reused=reused, twin_acc_mt=art.twin_acc,
+      twin_size=art.size, n_twins=s.n_twins, twins_reused=reused, twin_distinct=art.distinct, twin_acc_mt=art.twin_acc,
       orig_acc_mo_df=train.accuracy(ctx.model, ctx.original.variables, x_f, y_f),
       twin_hard_rate=100.0 * twin_hard_rate, pred_hard=int((~pred_easy).sum()),
       twin_auc=auc(np.asarray(easy_probability(clf, twin_z)), art.twin_easy.astype(bool)))

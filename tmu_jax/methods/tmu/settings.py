@@ -25,6 +25,8 @@ class Twin:
   batch_size: int = schema.field(128, lo=1)
   ensemble: bool = schema.field(False, doc="train the n_twins M_t as one ensemble (one "
                                 "stream, per-twin weights; docs/methods.md)")
+  disjoint: bool = schema.field(False, doc="twin draws share no pool image while the pool "
+                                "allows it (then augmented copies fill, as §2.1)")
   retain_fraction: float = schema.field(1.0, lo=0.0, hi=1.0, lo_open=True,
                                         doc="share of D_r in M_t's data (a cost lever; "
                                         "1 = all of D_r, as §2.1)")

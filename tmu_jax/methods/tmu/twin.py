@@ -41,6 +41,31 @@ def draw_twin(problem, key: jax.Array, size: int, flip: bool = True) -> jax.Arra
   return jnp.concatenate([base, copies])
 
 
+def draw_disjoint_twins(problem, key: jax.Array, size: int, n: int, flip: bool = True
+                        ) -> list[jax.Array]:
+  """``n`` twin draws of ``size`` that share no pool image: consecutive blocks of one
+  permutation of the class-c pool. Draws the pool cannot fill whole are topped up as
+  :func:`draw_twin` does (the pool's rest, then augmented copies of it), so they overlap."""
+  pool = problem.class_rows(problem.split.holdout)
+  if len(pool) == 0:
+    raise ValueError(f"the holdout pool has no sample of class {problem.forget_class}")
+  order = pool[np.asarray(jax.random.permutation(key, len(pool)))]
+  out = []
+  for j in range(n):
+    block = order[j * size:(j + 1) * size]
+    if len(block) == size:
+      out.append(problem.take(block)[0])
+    else:
+      out.append(draw_twin(problem, jax.random.fold_in(key, j), size, flip))
+  return out
+
+
+def distinct_images(images: list[jax.Array]) -> int:
+  """How many distinct images (bytes) the twin draws hold together."""
+  x = np.concatenate([np.asarray(i) for i in images])
+  return len({row.tobytes() for row in x.reshape(x.shape[0], -1)})
+
+
 def twin_portion(ctx: Context, s: TMU) -> np.ndarray:
   """The rows M_t fine-tunes on besides D_t: D_r (or a ``twin.retain_fraction`` of it, drawn
   once per problem) ∪ D_f."""
