@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import signal
 import time
 from typing import Any, Sequence
 
@@ -297,45 +296,27 @@ def fit_ensemble(states: TrainState, streams: Stream | tuple[Stream, ...], *, sp
   progress = Progress(name, budget, unit="img", unit_per_step=m * sum(layout.batch_sizes),
                       verbose=verbose)
   progress.start(start - origin)
-  metrics, t0, interrupted = None, time.perf_counter(), []
-  old_handler = loop_lib._install_sigterm(interrupted)  # pylint: disable=protected-access
-  last_save = (start - origin) // (spe * save_every_epochs)
-  step = start
-  try:
-    while step < total:
-      states, codes, idx, t, finite, metrics = _chunk_jit(
-          states, codes, idx, t, shared, mine, keys, aux, jnp.int32(origin), jnp.int32(total),
-          spec=spec, plan=plan)
-      step = int(t)  # the chunk's sync (finite, the stop codes and progress follow it)
-      if not bool(finite):
-        raise loop_lib.NonFiniteLoss(f"{name}: a member's loss became NaN/inf by step {step}")
-      progress.update(step - origin, {k: jnp.nanmean(v) for k, v in metrics.items()
-                                      if k != "finite"})
-      if interrupted:
-        raise KeyboardInterrupt("SIGTERM")
-      period = (step - origin) // (spe * save_every_epochs)
-      if checkpointer is not None and (period > last_save or step >= total):
-        checkpointer.save(states)
-        last_save = period
-      if bool(jnp.all(codes != 0)):
-        break
-  except KeyboardInterrupt:
-    if checkpointer is not None:
-      checkpointer.save(states, force=True)
-      checkpointer.close()
-      print(f"\n[{name}] interrupted at step {step}; checkpoint saved in "
-            f"{checkpointer.directory}", flush=True)
-    raise
-  finally:
-    if old_handler is not None:
-      signal.signal(signal.SIGTERM, old_handler)
+  t0 = time.perf_counter()
+
+  def chunk(carry):
+    states, codes, idx, t = carry
+    states, codes, idx, t, finite, metrics = _chunk_jit(
+        states, codes, idx, t, shared, mine, keys, aux, jnp.int32(origin), jnp.int32(total),
+        spec=spec, plan=plan)
+    step = int(t)  # the chunk's sync (finite, the stop codes and progress follow it)
+    return (states, codes, idx, t), step, bool(finite), metrics, bool(jnp.all(codes != 0))
+
+  def nonfinite(step, metrics, weights):
+    del metrics
+    return f"{name}: a member's {'weights' if weights else 'loss'} became NaN/inf by step {step}"
+
+  (states, codes, _, _), metrics = loop_lib.drive(
+      chunk, (states, codes, idx, t), state_of=lambda c: c[0],
+      stopped=lambda c: bool(jnp.any(c[1] != 0)), start=start, origin=origin, total=total,
+      spe=spe, save_every_epochs=save_every_epochs, checkpointer=checkpointer,
+      progress=progress, name=name, nonfinite=nonfinite,
+      shown=lambda m: {k: jnp.nanmean(v) for k, v in m.items() if k != "finite"})
   codes_host = np.asarray(jax.device_get(codes))
-  if np.any(codes_host != 0) and not all(
-      bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(states.params)):
-    raise loop_lib.NonFiniteLoss(f"{name}: a member's weights became NaN/inf by step {step}")
-  if checkpointer is not None:
-    checkpointer.save(states)
-  progress.finish()
   end_steps = np.asarray(jax.device_get(states.step))
   info = dict(seconds=time.perf_counter() - t0, how=how, members=m,
               steps=[int(s) - start for s in end_steps], stop_code=codes_host.tolist(),

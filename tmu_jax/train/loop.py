@@ -116,6 +116,57 @@ def _install_sigterm(flag: list):
     return None
 
 
+def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable, start: int,
+          origin: int, total: int, spe: int, save_every_epochs: int, checkpointer,
+          progress: Progress, name: str, nonfinite: Callable, shown: Callable = lambda m: m
+          ) -> tuple[Any, dict | None]:
+  """The host loop of :func:`fit` and of ``train.ensemble.fit_ensemble``; returns (carry, the
+  last chunk's metrics).
+
+  ``chunk(carry) -> (carry, step, finite, metrics, done)`` is one compiled chunk and its host
+  sync; the loop runs until ``done`` or step ``total``. Per chunk: a NaN/inf loss raises
+  :class:`NonFiniteLoss` (``nonfinite(step, metrics, weights=False)`` says it), progress shows
+  ``shown(metrics)``, the state (``state_of(carry)``) is saved at least every
+  ``save_every_epochs`` epochs. Ctrl-C / SIGTERM saves it and re-raises. At the end, when
+  ``stopped(carry)`` (a stop rule fired), NaN/inf weights raise too: a stop rule reads
+  predictions, and NaN weights (a finite last loss, then a bad update) would pass it silently,
+  since argmax of NaN is 0. Then a last save.
+  """
+  metrics, interrupted = None, []
+  old_handler = _install_sigterm(interrupted)
+  last_save = (start - origin) // (spe * save_every_epochs)
+  step, done = start, False
+  try:
+    while step < total and not done:
+      carry, step, finite, metrics, done = chunk(carry)
+      if not finite:
+        raise NonFiniteLoss(nonfinite(step, metrics, False))
+      progress.update(step - origin, shown(metrics))
+      if interrupted:
+        raise KeyboardInterrupt("SIGTERM")
+      period = (step - origin) // (spe * save_every_epochs)
+      if checkpointer is not None and (period > last_save or step >= total):
+        checkpointer.save(state_of(carry))
+        last_save = period
+  except KeyboardInterrupt:
+    if checkpointer is not None:
+      checkpointer.save(state_of(carry), force=True)
+      checkpointer.close()
+      print(f"\n[{name}] interrupted at step {step}; checkpoint saved in "
+            f"{checkpointer.directory}", flush=True)
+    raise
+  finally:
+    if old_handler is not None:
+      signal.signal(signal.SIGTERM, old_handler)
+  if stopped(carry) and not all(bool(jnp.all(jnp.isfinite(p)))
+                                for p in jax.tree.leaves(state_of(carry).params)):
+    raise NonFiniteLoss(nonfinite(step, metrics, True))
+  if checkpointer is not None:
+    checkpointer.save(state_of(carry))
+  progress.finish()
+  return carry, metrics
+
+
 def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSpec, epochs: int,
         key: jax.Array, aux: Any = None, stop: StopRule | None = None,
         max_steps: int | None = None, checkpointer=None, save_every_epochs: int = 1,
@@ -155,44 +206,25 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
            else jax.tree.leaves(state)[0].sharding)
   state, code = jax.device_put((state, jnp.int32(0)), where)
   idx = jax.device_put(_first_indices(key, layout, state.step, jnp.int32(origin)), where)
-  metrics, t0, interrupted = None, time.perf_counter(), []
-  old_handler = _install_sigterm(interrupted)
-  last_save = (start - origin) // (spe * save_every_epochs)
-  step = start
-  try:
-    while step < total:
-      state, code, idx, finite, metrics = _chunk_jit(state, code, idx, data, key, aux,
-                                                     jnp.int32(origin), jnp.int32(total),
-                                                     spec=spec, plan=plan)
-      step = int(jax.device_get(state.step))  # the one host sync of the chunk
-      if not bool(finite):
-        raise NonFiniteLoss(f"{name}: the loss became {float(metrics['loss'])} by step {step}")
-      progress.update(step - origin, metrics)
-      if interrupted:
-        raise KeyboardInterrupt("SIGTERM")
-      period = (step - origin) // (spe * save_every_epochs)
-      if checkpointer is not None and (period > last_save or step >= total):
-        checkpointer.save(state)
-        last_save = period
-      if int(code) != 0:
-        # A stop rule reads predictions; NaN weights (a finite last loss, then a bad update)
-        # would pass it silently, since argmax of NaN is 0.
-        if not all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(state.params)):
-          raise NonFiniteLoss(f"{name}: the weights became NaN/inf by step {step}")
-        break
-  except KeyboardInterrupt:
-    if checkpointer is not None:
-      checkpointer.save(state, force=True)
-      checkpointer.close()
-      print(f"\n[{name}] interrupted at step {int(jax.device_get(state.step))}; "
-            f"checkpoint saved in {checkpointer.directory}", flush=True)
-    raise
-  finally:
-    if old_handler is not None:
-      signal.signal(signal.SIGTERM, old_handler)
-  if checkpointer is not None:
-    checkpointer.save(state)
-  progress.finish()
+  t0 = time.perf_counter()
+
+  def chunk(carry):
+    state, code, idx = carry
+    state, code, idx, finite, metrics = _chunk_jit(state, code, idx, data, key, aux,
+                                                   jnp.int32(origin), jnp.int32(total),
+                                                   spec=spec, plan=plan)
+    step = int(jax.device_get(state.step))  # the one host sync of the chunk
+    return (state, code, idx), step, bool(finite), metrics, int(code) != 0
+
+  def nonfinite(step, metrics, weights):
+    if weights:
+      return f"{name}: the weights became NaN/inf by step {step}"
+    return f"{name}: the loss became {float(metrics['loss'])} by step {step}"
+
+  (state, code, _), metrics = drive(
+      chunk, (state, code, idx), state_of=lambda c: c[0], stopped=lambda c: int(c[1]) != 0,
+      start=start, origin=origin, total=total, spe=spe, save_every_epochs=save_every_epochs,
+      checkpointer=checkpointer, progress=progress, name=name, nonfinite=nonfinite)
   info = dict(steps=int(jax.device_get(state.step)) - start, seconds=time.perf_counter() - t0,
               stop_code=int(code), stopped_early=int(code) != 0)
   if metrics is not None:
