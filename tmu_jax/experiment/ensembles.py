@@ -3,8 +3,9 @@
 **Gold ensemble.** Member 0 is the run's M_g, trained alone as before (its time is the RTE's
 denominator). Members 1 … G−1 are retrainings on D_r that differ only in their key
 (``named(seed_key(seed), "gold/member/i")``: initialisation and batch order), trained with
-:func:`tmu_jax.train.ensemble.fit_members` as one program, in groups within
-``experiment.ensemble_memory_mb``. Each trained group is one Orbax checkpoint in the cache,
+:func:`tmu_jax.train.ensemble.fit_ensemble` as one program per group of members within
+``experiment.ensemble_memory_mb`` (``member_chunks``; a group per checkpoint, so that an
+interrupted group resumes on its own). Each trained group is one Orbax checkpoint in the cache,
 ``gold-<model key>-members-<a>-<b>`` (members a … b−1), verified like every cached model; an
 ensemble of G is covered by the groups cached so far and only the members not yet covered are
 trained: growing G from 16 to 64 trains 48 models.
@@ -56,14 +57,13 @@ def _groups_cached(cache: str, prefix: str) -> dict[int, int]:
   return out
 
 
-def _cover(groups: dict[int, int], start: int, stop: int) -> tuple[list[tuple[int, int]], int]:
-  """Cached groups chained from ``start`` (greedy, longest first); the first member not
-  covered."""
+def _cover(groups: dict[int, int], start: int, stop: int) -> list[tuple[int, int]]:
+  """Cached groups chained from ``start`` towards ``stop`` (greedy, longest first)."""
   chain, at = [], start
   while at < stop and at in groups:
     chain.append((at, groups[at]))
     at = groups[at]
-  return chain, at
+  return chain
 
 
 def gold_ensemble(config, workdir: str, problem: Problem, gold: train.TrainState,
@@ -82,7 +82,7 @@ def gold_ensemble(config, workdir: str, problem: Problem, gold: train.TrainState
   prefix = f"gold-{gold_key}"
   make = lambda init_keys: E.new_ensemble(init_keys, model, problem.image_shape, opt)
   parts = [E.broadcast(gold, 1)]
-  chain, _ = _cover(_groups_cached(cache, prefix), 1, size)
+  chain = _cover(_groups_cached(cache, prefix), 1, size)
   loaded = trained = 0
   seconds = 0.0
   at = 1

@@ -104,8 +104,11 @@ def epsilon_entry(unlearned: Scored, gold: GoldSide) -> dict[str, Any]:
 
 def summarize(row: dict[str, Any], scored: Scored, gold: GoldSide, *,
               epsilon_from: Scored | None = None, time_s: float | None = None,
-              rte_limit: float = 0.2) -> dict[str, Any]:
-  """``row`` (the single model's entries) with the ensemble entries of the module docstring."""
+              rte_limit: float = 0.2, compare: bool = True) -> dict[str, Any]:
+  """``row`` (the single model's entries) with the ensemble entries of the module docstring.
+
+  ``compare = False`` (the reference gold members themselves): only the means and spreads,
+  and the alignment metrics set to the floor's means; nothing is compared with gold."""
   out = dict(row, members=len(scored.scores))
   spread = {}
   for k in ACCURACIES:
@@ -113,6 +116,12 @@ def summarize(row: dict[str, Any], scored: Scored, gold: GoldSide, *,
       v = scored.values(k)
       out[k] = float(v.mean())
       spread[k] = _json(float(v.std(ddof=1))) if v.size > 1 else None
+  if spread:
+    out["spread"] = spread
+  if not compare:
+    if gold.floor is not None:
+      out.update({name: gold.floor[k].mean for k, name in ALIGNMENT.items()})
+    return out
   if len(gold.scored.scores) >= 2:
     vs = floor_lib.method_vs_gold(scored.logits_forget, gold.ref_logits(), gold.labels)
     out["vs_gold"] = {k: _spread_dict(v) for k, v in vs.items()}
@@ -120,8 +129,6 @@ def summarize(row: dict[str, Any], scored: Scored, gold: GoldSide, *,
       out[name] = vs[k].mean
     out["floors_away"] = {k: _json(v) for k, v in
                           floor_lib.compare_to_floor(vs, gold.floor).items()}
-  if spread:
-    out["spread"] = spread
   gold_scores = gold.ref_scores()
   if all(all(k in s for k in summary.KEYS) for s in scored.scores + gold_scores):
     parts = summary.gaps(scored.scores, gold_scores)

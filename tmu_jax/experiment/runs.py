@@ -250,14 +250,7 @@ def train_models(config, workdir: str, problem: Problem) -> tuple[Models, dict, 
   if heldout is not None:  # "retrain" read like a method: the held-out half vs the reference
     gold = evaluate.summarize(gold_row, heldout, models.gold, epsilon_from=heldout)
   else:  # every member, against itself: only the means, spreads and the floor mean
-    side = models.gold
-    gold = evaluate.summarize(gold_row, evaluate.Scored(gold_scored.scores[side.reference],
-                                                        gold_scored.logits_forget[
-                                                            side.reference]), side)
-    for k in ("vs_gold", "floors_away", "avg_gap", "avg_gap_parts"):
-      gold.pop(k, None)
-    if side.floor is not None:
-      gold.update({name: side.floor[k].mean for k, name in evaluate.ALIGNMENT.items()})
+    gold = evaluate.summarize(gold_row, gold_scored, models.gold, compare=False)
   orig_scored = evaluate.Scored([orig], np.asarray(orig_logits)[None])
   orig = evaluate.summarize(orig, orig_scored, models.gold,
                             epsilon_from=orig_scored.repeat(n) if n else None)
