@@ -12,6 +12,7 @@ import pytest
 from configs import fashion_mnist
 from tmu_jax import methods, protocol
 from tmu_jax.experiment import runs
+from tmu_jax.train import loop as train_loop
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -53,6 +54,20 @@ class Tiny:
                                                     recipe),
                            recipe=recipe, key=jax.random.key(0) if key is None else key,
                            original_key=self.models.original_key, verbose=False)
+
+
+@pytest.fixture
+def chunk_calls(monkeypatch):
+  """The plan length of every call of fit's compiled chunk (one call = one host sync)."""
+  calls = []
+  real = train_loop._chunk_jit
+
+  def counted(*args, **kwargs):
+    calls.append(kwargs["plan"].length)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(train_loop, "_chunk_jit", counted)
+  return calls
 
 
 @pytest.fixture(scope="session")

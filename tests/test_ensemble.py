@@ -7,7 +7,6 @@ for vmap and map alike; the tests allow 1e-6 (float re-association in a vmapped 
 """
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -19,7 +18,6 @@ import pytest
 
 import test_train as t
 from tmu_jax import checkpoints, train
-from tmu_jax.progress import Progress
 from tmu_jax.train import ensemble as E
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -160,21 +158,13 @@ def test_member_chunks_bound_the_resident_members():
   assert _max_diff(grouped.params, whole.params) <= TOL
 
 
-class _SigtermAtFirstChunk(Progress):
-  def update(self, step, metrics=None, force=False):
-    if not getattr(self, "sent", False):
-      self.sent = True
-      signal.raise_signal(signal.SIGTERM)
-    super().update(step, metrics, force)
-
-
 def test_ensemble_resumes_after_sigterm(tmp_path, monkeypatch):
   """SIGTERM after the first chunk saves the ensemble; a new fit_ensemble resumes from it and
   ends with the uninterrupted ensemble bit for bit."""
   kw = dict(spec=t.SPEC, epochs=4, keys=KEYS, chunk_steps=4, verbose=False, how="vmap")
   straight, _ = E.fit_ensemble(_members(), t._stream(), **kw)
   with monkeypatch.context() as m:
-    m.setattr(E, "Progress", _SigtermAtFirstChunk)
+    m.setattr(E, "Progress", t._SigtermAtFirstChunk)
     with pytest.raises(KeyboardInterrupt):
       E.fit_ensemble(_members(), t._stream(),
                      checkpointer=checkpoints.Checkpointer(str(tmp_path)), **kw)

@@ -184,22 +184,14 @@ def test_stop_rule_stops_at_the_first_step_with_zero_forget_accuracy(tiny, forge
   assert _forget_acc(tiny, tiny.original, forget) == 100.0  # M_o itself is untouched
 
 
-def test_one_host_sync_per_chunk(tiny, forget, monkeypatch):
+def test_one_host_sync_per_chunk(tiny, forget, chunk_calls):
   """The stop rule is in the graph: fit calls the compiled chunk ceil(steps / 25) times."""
-  calls = []
-  chunk = train_loop._chunk_jit
-
-  def counting(*args, **kwargs):
-    calls.append(kwargs["plan"].length)
-    return chunk(*args, **kwargs)
-
-  monkeypatch.setattr(train_loop, "_chunk_jit", counting)
   _, info = _unlearn(tiny, forget)  # stops inside the 22nd chunk
   assert info["steps"] == FORGOTTEN_AT
-  assert calls == [25] * math.ceil(FORGOTTEN_AT / 25) == [25] * 22
-  calls.clear()
+  assert chunk_calls == [25] * math.ceil(FORGOTTEN_AT / 25) == [25] * 22
+  chunk_calls.clear()
   _, info = _unlearn(tiny, forget, max_steps=60)  # the budget ends inside the 3rd chunk
-  assert info["steps"] == 60 and len(calls) == 3
+  assert info["steps"] == 60 and len(chunk_calls) == 3
 
 
 def test_lambda_lr_grid_compiles_the_update_and_the_adversarial_set_once(tiny, forget, monkeypatch):

@@ -134,20 +134,6 @@ def _compiles():
     jax.monitoring.unregister_event_duration_listener(listen)
 
 
-@pytest.fixture
-def chunk_calls(monkeypatch):
-  """The plan length of every call of the compiled chunk (one call = one host sync)."""
-  calls = []
-  real = loop._chunk_jit
-
-  def counted(*args, **kwargs):
-    calls.append(kwargs["plan"].length)
-    return real(*args, **kwargs)
-
-  monkeypatch.setattr(loop, "_chunk_jit", counted)
-  return calls
-
-
 # ----------------------------------------------------------------------------- chunks = steps
 
 
