@@ -152,10 +152,13 @@ def test_64k_random_bytes_in_largest_file(run, capfd):
   files = [os.path.join(r, n) for r, _, names in os.walk(os.path.join(run, "7")) for n in names]
   largest = max(files, key=os.path.getsize)
   size = os.path.getsize(largest)
-  assert size > 2 * 65536
+  # OCDBT compresses (the 128 KiB kernel stores as ~122 KiB) and how many arrays share a data
+  # file depends on write concurrency, so the largest file holds at least one ~120 KiB chunk but
+  # not necessarily two: 64 KiB written from that chunk's start stay inside it.
   chunk = max((r for r in _value_ranges(os.path.join(run, "7")) if r[0] == largest),
               key=lambda r: r[2])
-  offset = min(chunk[1], size - 65536)
+  assert chunk[2] > 65536, chunk
+  offset = chunk[1]
   _overwrite(largest, offset, np.random.default_rng(0).bytes(65536))
   _assert_retrains(run, capfd, "step 7")
 
