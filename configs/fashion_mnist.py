@@ -63,7 +63,8 @@ def get_config(arg: str | None = None):
       c.experiment.gold_models = 4
     variants = dict(tmu_plus_r25=dict(retain_fraction=0.25),
                     tmu_plus_r10=dict(retain_fraction=0.1),
-                    tmu_plus_r10_e2=dict(retain_fraction=0.1, epochs=2))
+                    tmu_plus_r10_e2=dict(retain_fraction=0.1, epochs=2),
+                    tmu_plus_r10_e2_disjoint=dict(retain_fraction=0.1, epochs=2, disjoint=True))
     for name, twin in variants.items():
       v = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus")
       for k, val in twin.items():
