@@ -52,10 +52,11 @@ def run(config, workdir: str) -> dict[str, Any]:
     digest = config_digest(config)
     keep_other_results(workdir, digest)
     dataset = load_data(config)
+    data_s = time.perf_counter() - t0
     classes = list(config.experiment.forget_classes) or [config.data.forget_class]
     seeds = list(config.experiment.seeds) or [config.seed]
     sizes = list(config.experiment.forget_sizes) or [config.data.forget_size]
-    runs = []
+    runs, report_s = [], 0.0
     for seed in seeds:
       for cls, size in [(c, n) for c in classes for n in sizes]:
         sized = with_forget_size(config, size)
@@ -63,7 +64,41 @@ def run(config, workdir: str) -> dict[str, Any]:
           runs.extend(run_continual(sized, workdir, dataset, cls, seed))
         else:
           runs.append(run_one(sized, workdir, dataset, cls, seed))
+        t_report = time.perf_counter()
         results = dict(config=json.loads(config.to_json_best_effort()), config_digest=digest,
-                       runs=runs, timing=dict(total_s=time.perf_counter() - t0))
+                       runs=runs, timing=dict(total_s=t_report - t0, data_s=data_s,
+                                                 report_s=report_s))
         report.write(workdir, results)  # after every run: nothing is lost on interruption
+        report_s += time.perf_counter() - t_report
+    results["timing"].update(total_s=time.perf_counter() - t0, report_s=report_s)
+    for line in phase_lines(results):
+      protocol.log(line, config.verbose)
   return results
+
+
+def phase_lines(results: dict[str, Any]) -> list[str]:
+  """The whole command's wall time by phase, summed over runs: loading the data, training M_o,
+  M_g and the other gold members, scoring them (the rest of the models phase), each method
+  (run, compile and scoring), writing reports, and what is left (set-up, splits)."""
+  timing = results["timing"]
+  sums: dict[str, float] = {}
+  for run in results["runs"]:
+    for k, v in run.get("timing", {}).items():
+      sums[k] = sums.get(k, 0.0) + float(v)
+  trained = sum(sums.get(k, 0.0) for k in ("original_train_s", "gold_train_s",
+                                            "gold_ensemble_train_s"))
+  rows = [("data", timing.get("data_s", 0.0)),
+          ("train M_o", sums.get("original_train_s", 0.0)),
+          ("train M_g", sums.get("gold_train_s", 0.0)),
+          ("train other gold members", sums.get("gold_ensemble_train_s", 0.0)),
+          ("score M_o and gold", max(0.0, sums.get("models_s", 0.0) - trained))]
+  fixed = {"original_train_s", "gold_train_s", "gold_ensemble_train_s", "models_s"}
+  rows += [(k[:-2], v) for k, v in sums.items() if k not in fixed]
+  rows.append(("reports", timing.get("report_s", 0.0)))
+  total = float(timing["total_s"])
+  rows.append(("other", max(0.0, total - sum(v for _, v in rows))))
+  width = max(len(name) for name, _ in rows)
+  lines = [f"[timing] wall time by phase ({len(results['runs'])} run(s), total {total:.1f} s)"]
+  lines += [f"[timing]   {name:<{width}}  {v:7.1f} s  {100 * v / max(total, 1e-9):5.1f}%"
+            for name, v in rows]
+  return lines

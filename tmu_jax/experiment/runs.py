@@ -260,10 +260,13 @@ def train_models(config, workdir: str, problem: Problem) -> tuple[Models, dict, 
 def run_one(config, workdir: str, dataset: data_lib.Dataset, forget_class: int, seed: int
             ) -> dict[str, Any]:
   """One (forget class, seed) run: M_o, M_g, every method; the run dict of results.json."""
+  t0 = time.perf_counter()
   problem = make_problem(config, dataset, forget_class, seed)
   models, orig, gold = train_models(config, workdir, problem)
   timing = dict(original_train_s=0.0 if orig["cached"] else orig["time_s"],
-                gold_train_s=0.0 if gold.get("cached", True) else gold["time_s"])
+                gold_train_s=0.0 if gold.get("cached", True) else gold["time_s"],
+                gold_ensemble_train_s=float(gold.get("ensemble_time_s", 0.0)),
+                models_s=time.perf_counter() - t0)
   run = dict(dataset=dataset.name, arch=config.model.name, scenario=config.data.scenario,
              forget_class=forget_class, forget_size=int(len(problem.split.forget)), seed=seed,
              gold=public(gold), original=public(orig), methods={}, timing=timing,
