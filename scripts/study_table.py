@@ -1,0 +1,135 @@
+"""Recomputes the study tables of docs/results/fashion_mnist.md from a committed results.json(.gz).
+
+Every number is read against the gold ensemble of its own run (``vs_gold``: the mean over the G
+gold models) and its gold-vs-gold floor (``floor``: over the G(G−1)/2 gold pairs). Printed:
+
+1. one row per method (and ``original``): mean ± s.e. over runs of gap Δ, agreement, activation
+   distance, MIA, Avg. Gap and RTE, with the floor row on top;
+2. paired over runs, the reference (default ``tmu_plus``) against every other row: the mean
+   difference ± s.e., wins/ties/losses, the two-sided sign test and the paired t statistic, and
+   whether the mean difference is larger than the floor's spread (the mean over runs of the
+   gold-vs-gold std), which is issue 11's bar.
+
+Usage::
+
+    python scripts/study_table.py docs/results/data/fashion_mnist_study.results.json.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+
+import numpy as np
+
+# metric name -> (how to read it from a row, floor key, True if higher is better)
+METRICS = {
+    "gap": (lambda r: r["vs_gold"]["gap"]["mean"], "gap", False),
+    "agreement": (lambda r: r["vs_gold"]["agreement"]["mean"], "agreement", True),
+    "act_dist_l2": (lambda r: r["vs_gold"]["act_l2"]["mean"], "act_l2", False),
+}
+
+
+def load(path: str) -> dict:
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8") as f:
+    return json.load(f)
+
+
+def sign_test(diff: np.ndarray) -> float:
+  """Two-sided exact sign test p-value of the nonzero differences."""
+  d = diff[diff != 0]
+  n, k = d.size, int((d > 0).sum())
+  if n == 0:
+    return 1.0
+  return min(1.0, 2 * sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2 ** n)
+
+
+def rows_of(run: dict) -> dict[str, dict]:
+  """The run's compared rows: original and every method that finished with a gold comparison."""
+  out = {"original": run["original"]}
+  out.update({k: v for k, v in run["methods"].items() if "vs_gold" in v})
+  return out
+
+
+def mean_se(values: list[float]) -> str:
+  a = np.asarray([v for v in values if v is not None and np.isfinite(v)], float)
+  if a.size == 0:
+    return "–"
+  digits = 3 if abs(a.mean()) < 1 else 1
+  if a.size == 1:
+    return f"{a.mean():.{digits}f}"
+  return f"{a.mean():.{digits}f} ± {a.std(ddof=1) / math.sqrt(a.size):.{digits}f}"
+
+
+def summary(runs: list[dict]) -> list[str]:
+  names = list(rows_of(runs[0]))
+  out = [f"{len(runs)} runs; mean ± s.e. over runs; every metric against the run's own gold "
+         "ensemble (mean over its G models)", "",
+         "| row | gap Δ | agreement | act. dist. L2 | MIA | Avg. Gap | RTE | agreement floors away |",
+         "|---|---|---|---|---|---|---|---|"]
+  floor = lambda k: [r["floor"][k]["mean"] for r in runs]
+  spread = lambda k: [r["floor"][k]["std"] for r in runs]
+  out.append(f"| gold vs gold (floor mean; its spread) | {mean_se(floor('gap'))} "
+             f"({np.mean(spread('gap')):.1f}) | {mean_se(floor('agreement'))} "
+             f"({np.mean(spread('agreement')):.1f}) | {mean_se(floor('act_l2'))} "
+             f"({np.mean(spread('act_l2')):.3f}) | {mean_se([r['gold']['mia'] for r in runs])} "
+             "| – | 1 (M_g) | – |")
+  for name in names:
+    got = [rows_of(r).get(name) for r in runs]
+    got = [g for g in got if g is not None]
+    cells = [mean_se([m[0](g) for g in got]) for m in METRICS.values()]
+    cells += [mean_se([g.get("mia") for g in got]), mean_se([g.get("avg_gap") for g in got]),
+              mean_se([g.get("rte") for g in got]),
+              mean_se([g.get("floors_away", {}).get("agreement") for g in got])]
+    missing = f" ({len(runs) - len(got)} runs failed)" if len(got) < len(runs) else ""
+    out.append(f"| {name}{missing} | " + " | ".join(cells) + " |")
+  return out
+
+
+def paired(runs: list[dict], reference: str) -> list[str]:
+  out = [f"Paired over runs: {reference} minus each row (positive = {reference} better, "
+         "i.e. signs flipped for gap and activation distance). 'beyond floor' = the mean "
+         "difference exceeds the mean gold-vs-gold spread of that metric.", "",
+         "| row | metric | mean diff ± s.e. | wins / ties / losses | sign test p | paired t | "
+         "beyond floor |", "|---|---|---|---|---|---|---|"]
+  for name in rows_of(runs[0]):
+    if name == reference:
+      continue
+    for metric, (read, floor_key, higher) in METRICS.items():
+      d, spreads = [], []
+      for r in runs:
+        rows = rows_of(r)
+        if reference in rows and name in rows:
+          diff = read(rows[reference]) - read(rows[name])
+          d.append(diff if higher else -diff)
+          spreads.append(r["floor"][floor_key]["std"])
+      d = np.asarray(d)
+      if d.size < 2:
+        continue
+      se = d.std(ddof=1) / math.sqrt(d.size)
+      t = d.mean() / se if se > 0 else float("inf") * np.sign(d.mean())
+      fmt = ".3f" if metric == "act_dist_l2" else ".1f"
+      beyond = "yes" if d.mean() > np.mean(spreads) else "no"
+      out.append(f"| {name} | {metric} | {d.mean():+{fmt}} ± {se:{fmt}} | {(d > 0).sum()} / "
+                 f"{(d == 0).sum()} / {(d < 0).sum()} | {sign_test(d):.2g} | {t:+.1f} | "
+                 f"{beyond} |")
+  return out
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("results", nargs="+", help="results.json(.gz) files; their runs are pooled")
+  ap.add_argument("--reference", default="tmu_plus")
+  args = ap.parse_args()
+  runs = [run for path in args.results for run in load(path)["runs"]]
+  runs = [r for r in runs if "floor" in r]
+  if not runs:
+    raise SystemExit("error: no run with a gold-ensemble floor (experiment.gold_models >= 2)")
+  print("\n".join(summary(runs) + [""] + paired(runs, args.reference)))
+
+
+if __name__ == "__main__":
+  main()
