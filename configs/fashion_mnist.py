@@ -71,6 +71,18 @@ def get_config(arg: str | None = None):
         v.twin[k] = val
       c.methods[name] = v
     c.experiment.methods = ("tmu_plus",) + tuple(variants)
+  elif arg == "study":
+    # Issue 11's re-run (docs/results/fashion_mnist.md): the sweep's problems (every class ×
+    # seeds 0-2 on the 10 000-image subset, 60 epochs) with a 4-model gold ensemble for the
+    # floor, every subclass method, TMU+'s random control, and TMU+ with its old twins (M_t on
+    # all of D_r for 5 epochs) to show what the cheap twins chosen on development draws cost.
+    c = get_config("sweep")
+    c.experiment.gold_models = 4
+    c.methods.tmu_plus_full_twins = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus")
+    c.methods.tmu_plus_full_twins.twin.retain_fraction = 1.0
+    c.methods.tmu_plus_full_twins.twin.epochs = 5
+    c.methods.tmu_plus_full_twins.twin.disjoint = False
+    c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_full_twins")
   elif arg == "random10":
     # SalUn's headline setting (Fan et al. 2024): random forgetting of 10% of T across classes
     # (scenario instance, k = 4 800 of the 48 000 training images), Avg. Gap against a 4-model
@@ -82,7 +94,7 @@ def get_config(arg: str | None = None):
                             "bad_teacher", "scrub", "salun")
   elif arg:
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
-                     "sweep_full, sizes, epsilon, epsilon_cost, cost, random10")
+                     "sweep_full, sizes, epsilon, epsilon_cost, cost, study, random10")
   return c
 
 

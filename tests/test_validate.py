@@ -527,3 +527,11 @@ def test_launch_py_exits_2_with_one_line(tmp_path):
   assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: cache_dir="), out.stderr
   assert time.perf_counter() - t0 < 20
   assert not os.path.exists(tmp_path / "w" / "cache")
+
+
+@pytest.mark.parametrize("arg", [None, "smoke", "sweep", "sweep_full", "sizes", "epsilon",
+                                 "epsilon_cost", "cost", "study", "random10"])
+def test_every_named_fashion_mnist_config_validates(arg):
+  """Each documented configs/fashion_mnist.py argument passes the checks run before any work."""
+  from configs import fashion_mnist
+  validate.check_config(fashion_mnist.get_config(arg))
