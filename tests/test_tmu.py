@@ -6,6 +6,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -223,6 +224,7 @@ def tmu_runs(tiny):
   config = tiny.config.copy_and_resolve_references()
   config.methods.tmu_rate = default.tmu_variant(config.methods.tmu, threshold="twin_rate")
   config.methods.tmu_plus.n_twins = 1  # TMU+'s twin settings then equal TMU's: shared too
+  config.methods.tmu_plus.twin = ml_collections.ConfigDict(config.methods.tmu.twin.to_dict())
   real, calls, shared, out = tmu.compute_twin_artifacts, [], {}, {}
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(tmu, "compute_twin_artifacts", lambda ctx, s: calls.append(s) or real(ctx, s))

@@ -118,8 +118,10 @@ class TMU:
 
   @property
   def twin_key(self) -> tuple:
-    """The settings that shape the twin artefacts (variants sharing them share the twins)."""
-    return (self.n_twins, self.twin, self.nf, self.af, self.cf)
+    """The settings that shape the twin artefacts (variants sharing them share the twins), by
+    value: TMU's Twin and TMU+'s TwinPlus with equal fields are the same twins."""
+    return (self.n_twins,) + tuple(tuple(sorted(dataclasses.asdict(x).items()))
+                                   for x in (self.twin, self.nf, self.af, self.cf))
 
 
 @dataclasses.dataclass(frozen=True)
