@@ -119,12 +119,27 @@ def paired(runs: list[dict], reference: str) -> list[str]:
   return out
 
 
+def merged(files: list[list[dict]]) -> list[dict]:
+  """The runs of several results files, joined by (class, |D_f|, seed): a later file's methods
+  are added to the same run (a second pass over the same cached models, e.g. an oracle)."""
+  index: dict[tuple, dict] = {}
+  for runs in files:
+    for run in runs:
+      key = (run["forget_class"], run["forget_size"], run["seed"])
+      if key in index:
+        index[key]["methods"].update(run["methods"])
+      else:
+        index[key] = dict(run, methods=dict(run["methods"]))
+  return list(index.values())
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("results", nargs="+", help="results.json(.gz) files; their runs are pooled")
+  ap.add_argument("results", nargs="+", help="results.json(.gz) files; runs of the same "
+                  "(class, |D_f|, seed) are joined")
   ap.add_argument("--reference", default="tmu_plus")
   args = ap.parse_args()
-  runs = [run for path in args.results for run in load(path)["runs"]]
+  runs = merged([load(path)["runs"] for path in args.results])
   runs = [r for r in runs if "floor" in r]
   if not runs:
     raise SystemExit("error: no run with a gold-ensemble floor (experiment.gold_models >= 2)")

@@ -13,7 +13,7 @@ import pytest
 from configs import default
 from tmu_jax import rng, train
 from tmu_jax.experiment import runs
-from tmu_jax.methods import tmu
+from tmu_jax.methods import baselines, tmu
 from tmu_jax.methods.tmu import classifier, features as F, twin
 from tmu_jax.methods.tmu.settings import AF
 
@@ -375,3 +375,32 @@ def test_disjoint_twin_draws_share_no_image(tiny):
   over = twin.draw_disjoint_twins(problem, key, size, 4)  # the 4th block does not fit
   assert twin.distinct_images(over[:3]) == 3 * size
   assert twin.distinct_images(over) < 4 * size
+
+
+def test_oracle_reference_uses_gold_labels_and_only_it_sees_gold(tiny):
+  """tmu_plus_oracle's easy/hard split is M_g's correctness on D_f (label accuracy 100) and it
+  is not a main-table method; a method that does not declare needs "gold" gets no gold."""
+  seen = {}
+
+  def recording(real, name):
+    def wrapped(ctx, *args, **kwargs):
+      seen[name] = ctx.gold_easy
+      return real(ctx, *args, **kwargs)
+    return wrapped
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(tmu, "aligned_unlearning", recording(tmu.aligned_unlearning, "tmu_plus_oracle"))
+    mp.setattr(baselines, "start", recording(baselines.start, "finetune"))
+    _, entries, result = runs.apply_method(tiny.config, tiny.problem, tiny.models,
+                                           tiny.original, "tmu_plus_oracle",
+                                           method_key(tiny, "tmu_plus_oracle"), {})
+    runs.apply_method(tiny.config, tiny.problem, tiny.models, tiny.original, "finetune",
+                      method_key(tiny, "finetune"), {})
+  y_f = np.asarray(tiny.problem.take(tiny.problem.split.forget)[1])
+  gold_right = np.asarray(tiny.models.ref.gold_logits_forget).argmax(-1) == y_f
+  assert 0 < gold_right.sum() < len(gold_right)  # both kinds present: the test can fail
+  np.testing.assert_array_equal(result.pred_easy, gold_right)
+  np.testing.assert_array_equal(seen["tmu_plus_oracle"], gold_right)
+  assert seen["finetune"] is None
+  assert tiny.models.scorer.label_accuracy(result.pred_easy, tiny.models.ref) == 100.0
+  assert entries["paper"] is False and entries["pred_hard"] == int((~gold_right).sum())

@@ -75,11 +75,13 @@ def unlearn(model, variables: dict, forget: Arrays, retain: Arrays | None = None
     info = methods.get(method)
   except KeyError as e:
     raise ConfigError(str(e.args[0])) from None
-  given = dict(retain=retain, pool=pool)
+  given = dict(retain=retain, pool=pool, gold=None)
   missing = [n for n in info.needs if given[n] is None]
   if missing:
     what = dict(retain="retain=(x, y): the data to keep (D_r)",
-                pool="pool=(x, y): class-c images never trained on (TMU's twin data)")
+                pool="pool=(x, y): class-c images never trained on (TMU's twin data)",
+                gold="the gold model's answers (an oracle reference of the experiment, not "
+                "an unlearning method)")
     raise ConfigError(f"method {method!r} needs " + "; ".join(what[m] for m in missing))
   if isinstance(settings, info.settings):
     s = settings

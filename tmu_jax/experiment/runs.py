@@ -69,6 +69,10 @@ def apply_method(config, problem: Problem, models: Models, start, name: str, key
   # M_o's cache key, or for another start (a continual round's model) a digest of its weights.
   start_key = models.original_key if start is models.original else (
       f"{models.original_key}/{checkpoints.weights_digest(start)[:16]}")
+  gold_easy = None
+  if "gold" in info.needs:  # an oracle reference (registry): M_g's correctness on D_f
+    y_f = np.asarray(problem.take(problem.split.forget)[1])
+    gold_easy = np.asarray(models.ref.gold_logits_forget).argmax(-1) == y_f
   ctx = methods.Context(problem=problem, original=start, model=models.scorer.model,
                         spec=protocol.train_spec(config, models.scorer.model, problem.dataset,
                                                  recipe),
@@ -76,7 +80,7 @@ def apply_method(config, problem: Problem, models: Models, start, name: str, key
                         shared=shared, verbose=config.verbose, members=members,
                         member_start=member_start, how=config.experiment.ensemble,
                         member_mesh=ensembles.ensemble_mesh(config, members) if members
-                        else None)
+                        else None, gold_easy=gold_easy)
   # A config section named after its registered method is that method; any other section
   # (an ablation variant such as tmu_plus_random) is not a main-table ("paper") method.
   meta = dict(group=info.group, paper=info.paper and name == info.name, base=info.name)

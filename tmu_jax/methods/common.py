@@ -45,6 +45,7 @@ class Context:
   member_start: int = 1  # the first member's index in train.member_keys
   how: str = "auto"  # how the member axis runs (train.ensemble.HOW)
   member_mesh: object = None  # the ensemble's ("models", "data") mesh (None: one device)
+  gold_easy: np.ndarray | None = None  # oracles only (needs "gold"): M_g right on each of D_f
 
   def spec_for(self, opt: train.Optimizer, **overrides) -> train.StepSpec:
     """The problem's StepSpec with ``opt``'s optimizer family and other overrides."""

@@ -16,7 +16,10 @@ Metadata the rest of the code reads instead of hard-coding names a second time:
   that N seeds of it run as one program (``Context.members``); False runs the seeds one after
   the other (L2UL: its per-instance bookkeeping reads each model on the host);
 - ``needs``: the data beyond D_f the method uses: ``retain`` (D_r) and/or ``pool`` (the holdout
-  pool P); :func:`tmu_jax.api.unlearn` says so when a user does not provide it.
+  pool P); :func:`tmu_jax.api.unlearn` says so when a user does not provide it. ``gold`` (the
+  gold model M_g's correctness on D_f, ``Context.gold_easy``) marks an *oracle*: a reference
+  that reads the answer, reported beside the methods and never a method itself (registered
+  with ``paper=False``; the experiment passes gold only to these).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, Callable
 
 _REGISTRY: dict[str, "MethodInfo"] = {}
 GROUPS = ("baseline", "tmu", "l2ul")
-NEEDS = ("retain", "pool")
+NEEDS = ("retain", "pool", "gold")
 
 
 @dataclasses.dataclass(frozen=True)

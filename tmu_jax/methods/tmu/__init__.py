@@ -170,3 +170,17 @@ def tmu_plus(ctx: Context, s: TMUPlus) -> Result:
   """TMU with the FINDINGS.md options (more twins, balanced loss, twin-rate threshold,
   runner-up unlearning); same pipeline, other defaults."""
   return run_tmu(ctx, s)
+
+
+@register("tmu_plus_oracle", TMUPlus, group="tmu", paper=False, needs=("retain", "gold"))
+def tmu_plus_oracle(ctx: Context, s: TMUPlus) -> Result:
+  """Oracle reference, not a method: TMU+'s aligned unlearning (§2.5) with gold's own easy/hard
+  labels on D_f instead of the classifier's (no twins, no features). It reads M_g, so it only
+  bounds what a perfect label classifier could reach through this unlearning mechanism."""
+  if ctx.gold_easy is None:
+    raise ValueError("tmu_plus_oracle needs the gold model's correctness on D_f (gold_easy)")
+  pred_easy = np.asarray(ctx.gold_easy, bool)
+  out = aligned_unlearning(ctx, s.unlearn, pred_easy, rng.named(ctx.key, "tmu/unlearn"))
+  out.pred_easy = pred_easy
+  out.report.update(pred_hard=int((~pred_easy).sum()), oracle=True)
+  return out
