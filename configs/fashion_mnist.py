@@ -41,8 +41,14 @@ def get_config(arg: str | None = None):
   elif arg == "sizes":
     # TMU Fig. 3: |D_f| from 100 to 4000 (of the 4 800 class-c training images), TMU against
     # Bad Teacher; one gold model per size.
+    # tmu_plus_originals: the twin hard rate counted on pool images only (issue 11: with a
+    # short pool the augmented fill copies push it up); tmu_plus_oracle: gold's own labels (a
+    # reference, not a method).
     c.experiment.forget_sizes = (100, 250, 500, 1000, 2000, 4000)
-    c.experiment.methods = ("bad_teacher", "random_label", "tmu", "tmu_plus")
+    c.methods.tmu_plus_originals = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus",
+                                                       rate_from="originals")
+    c.experiment.methods = ("bad_teacher", "random_label", "tmu", "tmu_plus",
+                            "tmu_plus_originals", "tmu_plus_oracle")
   elif arg == "epsilon":
     # METHODS §5b on the sweep's 10 000-image subset with half its epochs (30, so that 64 gold
     # models fit in the 2-core budget; M_o still memorizes D_f: docs/results/epsilon.md gives

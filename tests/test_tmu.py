@@ -377,6 +377,23 @@ def test_disjoint_twin_draws_share_no_image(tiny):
   assert twin.distinct_images(over) < 4 * size
 
 
+def test_short_pool_draws_put_pool_images_first(tiny):
+  """A draw larger than the pool holds every pool image in its first rows, then augmented
+  copies; original_mask marks exactly those rows (the rows rate_from = "originals" counts)."""
+  problem = tiny.problem
+  rows = problem.class_rows(problem.split.holdout)
+  pool = np.asarray(problem.take(rows)[0])
+  size = len(rows) + 7
+  draw = np.asarray(twin.draw_twin(problem, jax.random.key(2), size))
+  as_set = lambda a: {x.tobytes() for x in a}
+  assert as_set(draw[:len(rows)]) == as_set(pool)
+  assert not as_set(draw[len(rows):]) <= as_set(pool)  # the copies are new images
+  mask = twin.original_mask(size, len(rows), 2)
+  assert mask.shape == (2 * size,) and mask.sum() == 2 * len(rows)
+  assert mask[:len(rows)].all() and not mask[len(rows):size].any()
+  assert twin.original_mask(5, 100, 3).all()  # a pool that holds the draw: every row
+
+
 def test_oracle_reference_uses_gold_labels_and_only_it_sees_gold(tiny):
   """tmu_plus_oracle's easy/hard split is M_g's correctness on D_f (label accuracy 100) and it
   is not a main-table method; a method that does not declare needs "gold" gets no gold."""

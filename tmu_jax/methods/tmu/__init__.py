@@ -31,6 +31,7 @@ from tmu_jax.methods.tmu.classifier import (auc, easy_probability, predict_easy,
                                             train_label_classifier)
 from tmu_jax.methods.tmu.settings import TMU, TMUPlus
 from tmu_jax.methods.tmu.twin import (distinct_images, draw_disjoint_twins, draw_twin,
+                                      original_mask,
                                       train_curriculum, train_twin,
                                       train_twins_together, twin_size)
 from tmu_jax.methods.tmu.unlearn import aligned_unlearning
@@ -47,6 +48,7 @@ class TwinArtifacts:
   twin_acc: float  # mean accuracy of M_t on its D_t (%)
   distinct: int  # distinct images over all twin draws (n_twins·|D_t| when none repeats)
   forget: np.ndarray  # f32[|D_f|, 3] NF, AF, CF of D_f with M_o
+  twin_original: np.ndarray  # bool[n_twins·|D_t|]: a pool image, not an augmented fill copy
 
 
 def sample_features(ctx: Context, s: TMU, state: train.TrainState,
@@ -94,10 +96,11 @@ def compute_twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
                                       jax.random.fold_in(keys[3], j)))
   # The same features for the original problem (x ∈ D_f, model M_o, remaining D_r).
   x_f, y_f = problem.take(forget)
+  original = original_mask(size, len(problem.class_rows(problem.split.holdout)), s.n_twins)
   return TwinArtifacts(size, np.concatenate(twin_feats), np.concatenate(twin_easy),
                        float(np.mean(twin_acc)), distinct_images(x_twins),
                        sample_features(ctx, s, ctx.original, curriculum, x_f, y_f, x_rem_orig,
-                                       keys[4]))
+                                       keys[4]), original)
 
 
 def twin_artifacts(ctx: Context, s: TMU) -> tuple[TwinArtifacts, bool]:
@@ -141,7 +144,11 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
   twin_z, orig_z = scale(art.twin)[:, cols], scale(art.forget)[:, cols]
   clf = train_label_classifier(s, twin_z, art.twin_easy, keys[5], ctx.verbose)
   p_easy = easy_probability(clf, orig_z)
-  twin_hard_rate = float(1.0 - art.twin_easy.mean())
+  # The twin hard rate sets TMU+'s hard count. With a short pool, augmented fill copies are
+  # harder than real images (Fig. 3 at |D_f| >= 2000); rate_from = "originals" counts pool
+  # images only.
+  rated = art.twin_original if s.rate_from == "originals" else np.ones_like(art.twin_original)
+  twin_hard_rate = float(1.0 - art.twin_easy[rated].mean())
   pred_easy = predict_easy(p_easy, s.threshold, twin_hard_rate, rng.named(ctx.key, "tmu/random_hard"))
   # §2.5 aligned unlearning from M_o.
   out = aligned_unlearning(ctx, s.unlearn, pred_easy, rng.named(ctx.key, "tmu/unlearn"))
@@ -152,6 +159,8 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
       twin_size=art.size, n_twins=s.n_twins, twins_reused=reused, twin_distinct=art.distinct, twin_acc_mt=art.twin_acc,
       orig_acc_mo_df=train.accuracy(ctx.model, ctx.original.variables, x_f, y_f),
       twin_hard_rate=100.0 * twin_hard_rate, pred_hard=int((~pred_easy).sum()),
+      twin_hard_rate_all=100.0 * float(1.0 - art.twin_easy.mean()),
+      twin_original_share=100.0 * float(art.twin_original.mean()),
       twin_auc=auc(np.asarray(easy_probability(clf, twin_z)), art.twin_easy.astype(bool)))
   if s.clf.heldout_auc:
     out.report["twin_auc_heldout"] = heldout_auc(s, np.asarray(twin_z), np.asarray(art.twin_easy),

@@ -105,6 +105,9 @@ class TMU:
   balanced: bool = schema.field(False, doc="class-balanced BCE for the label classifier")
   threshold: str = schema.field("half", choices=THRESHOLDS,
                                 doc="half: easy iff p > 0.5; twin_rate: hard count = twin rate")
+  rate_from: str = schema.field("all", choices=("all", "originals"),
+                                doc="twin rows the twin hard rate counts: all, or pool images "
+                                "only (not augmented fill copies of a short pool)")
   twin: Twin = schema.nested(Twin)
   nf: NF = schema.nested(NF)
   af: AF = schema.nested(AF)

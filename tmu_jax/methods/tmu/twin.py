@@ -60,6 +60,13 @@ def draw_disjoint_twins(problem, key: jax.Array, size: int, n: int, flip: bool =
   return out
 
 
+def original_mask(size: int, n_pool: int, n: int) -> np.ndarray:
+  """bool[n·size]: which rows of ``n`` concatenated twin draws are pool images. Both draw
+  functions put a draw's pool images first (all ``size`` when the pool holds them) and its
+  augmented fill copies after them."""
+  return np.tile(np.arange(size) < min(size, n_pool), n)
+
+
 def distinct_images(images: list[jax.Array]) -> int:
   """How many distinct images (bytes) the twin draws hold together."""
   x = np.concatenate([np.asarray(i) for i in images])
