@@ -94,7 +94,8 @@ def paired(runs: list[dict], reference: str) -> list[str]:
          "i.e. signs flipped for gap and activation distance). 'beyond floor' = the mean "
          "difference exceeds the mean gold-vs-gold spread of that metric.", "",
          "| row | metric | mean diff ± s.e. | wins / ties / losses | sign test p | paired t | "
-         "beyond floor |", "|---|---|---|---|---|---|---|"]
+         "beyond floor | goal: beyond floor and p < 0.05 |", "|---|---|---|---|---|---|---|---|"]
+  verdicts: dict[str, list[str]] = {}
   for name in rows_of(runs[0]):
     if name == reference:
       continue
@@ -112,11 +113,21 @@ def paired(runs: list[dict], reference: str) -> list[str]:
       se = d.std(ddof=1) / math.sqrt(d.size)
       t = d.mean() / se if se > 0 else float("inf") * np.sign(d.mean())
       fmt = ".3f" if metric == "act_dist_l2" else ".1f"
-      beyond = "yes" if d.mean() > np.mean(spreads) else "no"
+      beyond = d.mean() > np.mean(spreads)
+      met = beyond and sign_test(d) < 0.05
+      if not is_oracle(name):
+        verdicts.setdefault(metric, []).append(f"{name} {'met' if met else 'NOT met'}")
       out.append(f"| {name} | {metric} | {d.mean():+{fmt}} ± {se:{fmt}} | {(d > 0).sum()} / "
                  f"{(d == 0).sum()} / {(d < 0).sum()} | {sign_test(d):.2g} | {t:+.1f} | "
-                 f"{beyond} |")
+                 f"{'yes' if beyond else 'no'} | {'met' if met else 'not met'} |")
+  out += ["", f"Goal per metric ({reference} against every non-oracle row):"]
+  out += [f"- {metric}: " + ", ".join(v) for metric, v in verdicts.items()]
   return out
+
+
+def is_oracle(name: str) -> bool:
+  """A reference row that reads gold (tmu_plus_oracle), never a competitor."""
+  return "oracle" in name
 
 
 def merged(files: list[list[dict]]) -> list[dict]:
