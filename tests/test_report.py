@@ -251,6 +251,17 @@ def test_report_writes_json_markdown_and_plots_atomically(tmp_path):
   assert report.write is write and report.merge is merge  # the entry points the code uses
 
 
+def test_intermediate_writes_skip_the_plots(tmp_path):
+  """with_plots=False (the experiment after every run but the last) writes results.json and
+  report.md, draws nothing and lists no plot; a later full write draws them."""
+  results = results_of(SUBCLASS)
+  write(str(tmp_path), results, with_plots=False)
+  assert sorted(os.listdir(tmp_path)) == ["report.md", "results.json"]
+  assert results["plots"] == [] and "## Plots" not in (tmp_path / "report.md").read_text()
+  write(str(tmp_path), results)
+  assert sorted(os.listdir(tmp_path / "plots")) == ["forget_size.png", "gap_by_class.png"]
+
+
 def test_l2ul_plots_and_feature_histograms(tmp_path):
   rng = np.random.default_rng(0)
   twin = rng.normal(3.0, 2.0, size=(40, 3))

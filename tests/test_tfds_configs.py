@@ -48,6 +48,8 @@ def test_smoke_config_under_mock_data(tmp_path, rbg_keys, module, examples, meth
   saved = json.load(open(tmp_path / "results.json"))
   assert saved["runs"][0]["forget_size"] == 4
   assert (tmp_path / "report.md").exists()
+  # the last (here the only) run's write draws the plots and lists them
+  assert saved["plots"] and all((tmp_path / p).exists() for p in saved["plots"])
 
 
 @pytest.mark.parametrize("module", [cifar10, cifar100])

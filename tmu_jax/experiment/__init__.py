@@ -57,8 +57,10 @@ def run(config, workdir: str) -> dict[str, Any]:
     seeds = list(config.experiment.seeds) or [config.seed]
     sizes = list(config.experiment.forget_sizes) or [config.data.forget_size]
     runs, report_s = [], 0.0
+    todo = len(seeds) * len(classes) * len(sizes)
     for seed in seeds:
       for cls, size in [(c, n) for c in classes for n in sizes]:
+        todo -= 1
         sized = with_forget_size(config, size)
         if config.experiment.rounds > 1:
           runs.extend(run_continual(sized, workdir, dataset, cls, seed))
@@ -68,7 +70,8 @@ def run(config, workdir: str) -> dict[str, Any]:
         results = dict(config=json.loads(config.to_json_best_effort()), config_digest=digest,
                        runs=runs, timing=dict(total_s=t_report - t0, data_s=data_s,
                                                  report_s=report_s))
-        report.write(workdir, results)  # after every run: nothing is lost on interruption
+        # after every run: nothing is lost on interruption; plots after the last one
+        report.write(workdir, results, with_plots=todo == 0)
         report_s += time.perf_counter() - t_report
     results["timing"].update(total_s=time.perf_counter() - t0, report_s=report_s)
     for line in phase_lines(results):
