@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from tmu_jax.evaluation import epsilon as eps_lib
+from tmu_jax.evaluation.paired import sign_test
 
 
 def load(path: str) -> dict:
@@ -30,16 +31,6 @@ def rows(run: dict) -> dict[str, dict]:
   out = {"retrain (gold, held-out half)": run["gold"], "original": run["original"]}
   out.update(run["methods"])
   return {k: v for k, v in out.items() if "epsilon" in v}
-
-
-def sign_test(diff: np.ndarray) -> float:
-  """Two-sided exact sign test p-value of the nonzero differences."""
-  d = diff[diff != 0]
-  n, k = d.size, int((d > 0).sum())
-  if n == 0:
-    return 1.0
-  tail = sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2 ** n
-  return min(1.0, 2 * tail)
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from tmu_jax.evaluation.paired import sign_test
+
 # metric name -> (how to read it from a row, floor key, True if higher is better)
 METRICS = {
     "gap": (lambda r: r["vs_gold"]["gap"]["mean"], "gap", False),
@@ -36,15 +38,6 @@ def load(path: str) -> dict:
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "rt", encoding="utf-8") as f:
     return json.load(f)
-
-
-def sign_test(diff: np.ndarray) -> float:
-  """Two-sided exact sign test p-value of the nonzero differences."""
-  d = diff[diff != 0]
-  n, k = d.size, int((d > 0).sum())
-  if n == 0:
-    return 1.0
-  return min(1.0, 2 * sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2 ** n)
 
 
 def rows_of(run: dict) -> dict[str, dict]:

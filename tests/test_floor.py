@@ -112,3 +112,14 @@ def test_rte_and_too_slow():
   assert summary.too_slow(0.25, limit=0.5) is False
   with pytest.raises(ValueError, match="> 0"):
     summary.rte(1.0, 0.0)
+
+
+def test_sign_test_exact_values():
+  """Two-sided exact sign test: 5 of 5 positive gives 2/32; 3 of 4 gives 2·5/16; ties are
+  dropped; no nonzero difference gives 1; the sign of every difference flipped changes nothing."""
+  from tmu_jax.evaluation.paired import sign_test
+  assert sign_test(np.ones(5)) == 2 / 32
+  assert sign_test(np.array([1.0, 2.0, 0.5, -1.0])) == 0.625
+  assert sign_test(np.array([1.0, 2.0, 0.5, -1.0, 0.0, 0.0])) == 0.625
+  assert sign_test(np.zeros(3)) == 1.0
+  assert sign_test(-np.array([1.0, 2.0, 0.5, -1.0])) == 0.625
