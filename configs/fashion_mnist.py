@@ -8,6 +8,8 @@ challenge's per-example ε score (METHODS §5b) and ``random10`` SalUn's random-
 Avg. Gap.
 """
 
+import ml_collections
+
 from configs import default
 
 
@@ -89,6 +91,26 @@ def get_config(arg: str | None = None):
     c.experiment.gold_models = 4
     c.methods.tmu_plus_full_twins = full_twins(c)
     c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_full_twins")
+  elif arg in ("baseline_dev", "baseline_report"):
+    # Issue 11: every baseline gets the same small tuning budget, its lr × {1, 0.3, 3, 10}
+    # (docs/selection.md). ``baseline_dev``: the study's recipe at development seeds 100-104
+    # (class 6), one gold model, all four settings of every baseline. ``baseline_report``: the
+    # study's 30 problems with the chosen settings (``<name>_tuned``; run it with the study's
+    # cache_dir: only the methods train).
+    c = get_config("study")
+    c.experiment.methods = ()
+    if arg == "baseline_dev":
+      c.experiment.gold_models = 1
+      c.experiment.forget_classes = (6,)
+      c.experiment.seeds = (100, 101, 102, 103, 104)
+      for name in BASELINES:
+        for tag, factor in LR_BUDGET.items():
+          c.methods[f"{name}_{tag}"] = scaled_lr(c, name, factor)
+          c.experiment.methods += (f"{name}_{tag}",)
+    else:
+      for name, factor in TUNED_LR.items():
+        c.methods[f"{name}_tuned"] = scaled_lr(c, name, factor)
+        c.experiment.methods += (f"{name}_tuned",)
   elif arg == "random10":
     # SalUn's headline setting (Fan et al. 2024): random forgetting of 10% of T across classes
     # (scenario instance, k = 4 800 of the 48 000 training images), Avg. Gap against a 4-model
@@ -100,8 +122,24 @@ def get_config(arg: str | None = None):
                             "bad_teacher", "scrub", "salun")
   elif arg:
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
-                     "sweep_full, sizes, epsilon, epsilon_cost, cost, study, random10")
+                     "sweep_full, sizes, epsilon, epsilon_cost, cost, study, baseline_dev, "
+                     "baseline_report, random10")
   return c
+
+
+BASELINES = ("finetune", "neg_grad", "neg_grad_plus", "random_label", "bad_teacher", "scrub",
+             "salun")
+LR_BUDGET = dict(lr1=1.0, lr03=0.3, lr3=3.0, lr10=10.0)
+# Chosen on ``baseline_dev`` by the rule of docs/selection.md (filled in after that run).
+TUNED_LR: dict[str, float] = {}
+
+
+def scaled_lr(c, name: str, factor: float):
+  """A copy of baseline ``name``'s section with its lr multiplied by ``factor``."""
+  v = ml_collections.ConfigDict(c.methods[name].to_dict())
+  v.base = name
+  v.lr = float(v.lr) * factor
+  return v
 
 
 def full_twins(c):
