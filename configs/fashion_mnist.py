@@ -130,8 +130,9 @@ def get_config(arg: str | None = None):
 BASELINES = ("finetune", "neg_grad", "neg_grad_plus", "random_label", "bad_teacher", "scrub",
              "salun")
 LR_BUDGET = dict(lr1=1.0, lr03=0.3, lr3=3.0, lr10=10.0)
-# Chosen on ``baseline_dev`` by the rule of docs/selection.md (filled in after that run).
-TUNED_LR: dict[str, float] = {}
+# Chosen on ``baseline_dev`` by the rule of docs/selection.md (development results there).
+TUNED_LR = dict(finetune=3.0, neg_grad=1.0, neg_grad_plus=1.0, random_label=1.0, bad_teacher=0.3,
+                scrub=10.0, salun=10.0)
 
 
 def scaled_lr(c, name: str, factor: float):
