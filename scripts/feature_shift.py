@@ -8,7 +8,7 @@ feature). Usage::
 
     python scripts/feature_shift.py WORKDIR/features --method tmu_plus \
         --out docs/results/fashion_mnist/feature_shift.png
-    python scripts/feature_shift.py docs/results/data/fashion_mnist_study.features.npz ...
+    python scripts/feature_shift.py docs/results/data/fashion_mnist_study.features_tmu_plus.npz
 
 A directory is read as the experiment writes it (``<method>-c<class>-n<k>-s<seed>.npz``); an
 ``.npz`` as this script's ``--pack`` writes it (every run's arrays under ``<run>/<array>``).
