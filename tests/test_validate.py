@@ -536,3 +536,18 @@ def test_every_named_fashion_mnist_config_validates(arg):
   """Each documented configs/fashion_mnist.py argument passes the checks run before any work."""
   from configs import fashion_mnist
   validate.check_config(fashion_mnist.get_config(arg))
+
+
+def test_redefault_keeps_the_base_fields_check():
+  """A settings subclass's redefaulted field (TMU+ over TMU) has a new default and the base
+  field's check, doc included; a default of another kind is refused at definition."""
+  from tmu_jax.methods.tmu.settings import Twin, TwinPlus
+  base = {f.name: f for f in dataclasses.fields(Twin)}
+  plus = {f.name: f for f in dataclasses.fields(TwinPlus)}
+  assert (plus["retain_fraction"].default, plus["epochs"].default) == (0.1, 2)
+  for name in ("retain_fraction", "epochs", "disjoint"):
+    assert plus[name].metadata == base[name].metadata
+  with pytest.raises(validate.ConfigError, match="twin.retain_fraction = 0.0 "):
+    schema.parse(TwinPlus, dict(retain_fraction=0.0), "twin")
+  with pytest.raises(TypeError, match="not of kind int"):
+    schema.redefault(Twin, "epochs", 2.5)

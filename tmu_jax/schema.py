@@ -55,13 +55,27 @@ def _num(v) -> str:
   return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else str(v)
 
 
+def _kind_of(default) -> str:
+  return ("bool" if isinstance(default, bool) else "int" if isinstance(default, int)
+          else "float" if isinstance(default, float) else "str")
+
+
 def field(default, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None,
           doc: str = "", kind: str | None = None):
   """A settings field with its default and check; ``kind`` is inferred from the default."""
   if kind is None:
-    kind = ("bool" if isinstance(default, bool) else "int" if isinstance(default, int)
-            else "float" if isinstance(default, float) else "str")
+    kind = _kind_of(default)
   check = Check(kind, lo, hi, lo_open, hi_open, tuple(choices) if choices else None, doc)
+  return dataclasses.field(default=default, metadata={_CHECK: check})
+
+
+def redefault(cls, name: str, default):
+  """Field ``name`` of settings class ``cls`` with another default and the same check (bounds,
+  choices, doc): what a subclass of settings (TMU+ over TMU) writes instead of repeating it."""
+  base = {f.name: f for f in dataclasses.fields(cls)}[name]
+  check = _check_of(base)
+  if _kind_of(default) != check.kind:
+    raise TypeError(f"{cls.__name__}.{name}: default {default!r} is not of kind {check.kind}")
   return dataclasses.field(default=default, metadata={_CHECK: check})
 
 

@@ -38,12 +38,9 @@ class TwinPlus(Twin):
   """TMU+'s cheap twins, chosen on development draws (docs/selection.md): M_t fine-tuned on 10%
   of D_r for 2 epochs, twin draws disjoint while the pool allows. On the embedded default this
   takes TMU+ from 0.88× to 0.09× a retraining (mean of the five development draws)."""
-  epochs: int = schema.field(2, lo=1)
-  disjoint: bool = schema.field(True, doc="twin draws share no pool image while the pool "
-                                "allows it (then augmented copies fill, as §2.1)")
-  retain_fraction: float = schema.field(0.1, lo=0.0, hi=1.0, lo_open=True,
-                                        doc="share of D_r in M_t's data (a cost lever; "
-                                        "1 = all of D_r, as §2.1)")
+  epochs: int = schema.redefault(Twin, "epochs", 2)
+  disjoint: bool = schema.redefault(Twin, "disjoint", True)
+  retain_fraction: float = schema.redefault(Twin, "retain_fraction", 0.1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +89,8 @@ class Unlearn(OptimizerSettings):
 @dataclasses.dataclass(frozen=True)
 class UnlearnPlus(Unlearn):
   """TMU+'s strong unlearning."""
-  mechanism: str = schema.field("runner_up", choices=MECHANISMS)
-  epochs: int = schema.field(10, lo=1)
+  mechanism: str = schema.redefault(Unlearn, "mechanism", "runner_up")
+  epochs: int = schema.redefault(Unlearn, "epochs", 10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,8 +127,8 @@ class TMU:
 @dataclasses.dataclass(frozen=True)
 class TMUPlus(TMU):
   """TMU with the FINDINGS.md options switched on."""
-  n_twins: int = schema.field(8, lo=1)
-  balanced: bool = schema.field(True)
-  threshold: str = schema.field("twin_rate", choices=THRESHOLDS)
+  n_twins: int = schema.redefault(TMU, "n_twins", 8)
+  balanced: bool = schema.redefault(TMU, "balanced", True)
+  threshold: str = schema.redefault(TMU, "threshold", "twin_rate")
   twin: Twin = schema.nested(TwinPlus)
   unlearn: Unlearn = schema.nested(UnlearnPlus)
