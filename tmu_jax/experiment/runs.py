@@ -69,10 +69,8 @@ def apply_method(config, problem: Problem, models: Models, start, name: str, key
   # M_o's cache key, or for another start (a continual round's model) a digest of its weights.
   start_key = models.original_key if start is models.original else (
       f"{models.original_key}/{checkpoints.weights_digest(start)[:16]}")
-  gold_easy = None
-  if "gold" in info.needs:  # an oracle reference (registry): M_g's correctness on D_f
-    y_f = np.asarray(problem.take(problem.split.forget)[1])
-    gold_easy = np.asarray(models.ref.gold_logits_forget).argmax(-1) == y_f
+  # An oracle reference (registry needs "gold") alone gets M_g's correctness on D_f.
+  gold_easy = models.scorer.gold_easy(models.ref) if "gold" in info.needs else None
   ctx = methods.Context(problem=problem, original=start, model=models.scorer.model,
                         spec=protocol.train_spec(config, models.scorer.model, problem.dataset,
                                                  recipe),

@@ -87,11 +87,14 @@ class Scorer:
     out["zrf"] = metrics.zrf(logits_f, ref.random_logits_forget)
     return out, logits_f
 
+  def gold_easy(self, ref: Reference) -> np.ndarray:
+    """bool[|D_f|]: M_g right on each forget sample (gold's easy/hard labels; TMU Table 4)."""
+    return metrics.correct(ref.gold_logits_forget, self.problem.take(self.problem.split.forget)[1])
+
   def label_auc(self, p_easy: np.ndarray, ref: Reference) -> float:
     """ROC AUC of a method's easy-probabilities on D_f for gold's correctness there (M_g's):
     how well TMU's classifier ranks the real problem, for reporting only (never used)."""
-    y_f = self.problem.take(self.problem.split.forget)[1]
-    easy = np.asarray(metrics.correct(ref.gold_logits_forget, y_f)).astype(bool)
+    easy = self.gold_easy(ref)
     pos, neg = p_easy[easy], p_easy[~easy]
     if len(pos) == 0 or len(neg) == 0:
       return float("nan")
@@ -100,5 +103,4 @@ class Scorer:
 
   def label_accuracy(self, pred_easy: np.ndarray, ref: Reference) -> float:
     """TMU Table 4: a method's predicted easy/hard split of D_f against gold's correctness."""
-    y_f = self.problem.take(self.problem.split.forget)[1]
-    return metrics.label_accuracy(pred_easy, metrics.correct(ref.gold_logits_forget, y_f))
+    return metrics.label_accuracy(pred_easy, self.gold_easy(ref))

@@ -156,7 +156,8 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
   out.pred_easy = pred_easy
   out.arrays = dict(twin=art.twin, twin_easy=art.twin_easy, forget=art.forget, p_easy=p_easy)
   out.report.update(
-      twin_size=art.size, n_twins=s.n_twins, twins_reused=reused, twin_distinct=art.distinct, twin_acc_mt=art.twin_acc,
+      twin_size=art.size, n_twins=s.n_twins, twins_reused=reused, twin_distinct=art.distinct,
+      twin_acc_mt=art.twin_acc,
       orig_acc_mo_df=train.accuracy(ctx.model, ctx.original.variables, x_f, y_f),
       twin_hard_rate=100.0 * twin_hard_rate, pred_hard=int((~pred_easy).sum()),
       twin_hard_rate_all=100.0 * float(1.0 - art.twin_easy.mean()),
