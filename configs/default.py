@@ -17,6 +17,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # model init, batch order, split draw; the same seed gives the same results
   c.cache_dir = ""  # where trained models are cached; "" means <workdir>/cache
+  # JAX's persistent compilation cache (tmu_jax/compile_cache.py): a later job loads the
+  # programs an earlier one compiled; "" turns it off. Not part of any result or cache key.
+  c.compile_cache_dir = "~/.cache/tmu_jax/xla"
   c.verbose = True  # progress lines on stderr
 
   # ---- data (METHODS §1)

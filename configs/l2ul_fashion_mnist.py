@@ -7,6 +7,8 @@ instance, most with float32 cross-entropy exactly 0, where METHODS §3's −CE h
 256}), ``continual`` (5 rounds of k = 16), ``relabel`` (mode relabel, L2UL cases only).
 """
 
+import ml_collections
+
 from configs import default
 
 CASES = ("l2ul_naive", "l2ul_adv", "l2ul", "l2ul_oracle")
@@ -66,7 +68,64 @@ def apply_arg(c, arg: str | None):
       # A requested label needs more movement than any wrong label: at λ = 0.3 L2UL stalls at
       # 15/16 requested labels after 1000 steps (docs/l2ul.md).
       c.methods.l2ul.lam = 0.1
+    elif a in ("dev", "baseline_dev", "report"):
+      study(c, a)
     elif a:
-      raise ValueError(f"unknown config argument {a!r}; valid: smoke, ksweep, continual, relabel "
-                       "(comma-separated)")
+      raise ValueError(f"unknown config argument {a!r}; valid: smoke, ksweep, continual, relabel, "
+                       "dev, baseline_dev, report (comma-separated)")
   return c
+
+
+# Issue 11's L2UL protocol (docs/selection.md): settings are chosen on development seeds
+# 100-104 (each seed its own M_o and D_f draw), then reported once on seeds 0-9.
+DEV_SEEDS = (100, 101, 102, 103, 104)
+REPORT_SEEDS = tuple(range(10))
+STUDY_SIZES = (1, 16, 64)
+# One lever at a time against the current setting (complement, λ 0.3, lr 1e-3, 20 adversarial
+# images per forget image, per-tensor MAS, no representation anchor).
+LEVERS = dict(base={}, lam1=dict(lam=1.0), lr3e4=dict(lr=3e-4),
+              gate=dict(forget_loss="complement_correct"), adv40=dict(num_adv=40),
+              mas_global=dict(mas_norm="global"), mas_layer=dict(mas_norm="layer"),
+              rep1e3=dict(rep_lam=1e-3), rep1e2=dict(rep_lam=1e-2))
+# The baselines' budget: their lr × {1, 3, 10} at k = 16 (a lower lr only forgets less: every
+# baseline keeps Acc_Df ≥ 94% at k = 16 with its own lr, docs/results/l2ul_ksweep.md).
+BASELINE_LR = dict(lr1=1.0, lr3=3.0, lr10=10.0)
+# Chosen on ``dev`` / ``baseline_dev`` by docs/selection.md's rule (filled in after dev ran).
+CHOSEN = {}
+CHOSEN_BASELINE_LR = {}
+
+
+def study(c, part: str) -> None:
+  """``dev``: every lever of LEVERS on case l2ul, k ∈ STUDY_SIZES, DEV_SEEDS; ``baseline_dev``:
+  every baseline × BASELINE_LR at k = 16 on DEV_SEEDS; ``report``: the four cases with CHOSEN
+  and the baselines with CHOSEN_BASELINE_LR on REPORT_SEEDS. No gold model (L2UL's goal is
+  against M_o)."""
+  c.experiment.gold = False
+  if part == "dev":
+    c.experiment.seeds = DEV_SEEDS
+    c.experiment.forget_sizes = STUDY_SIZES
+    c.experiment.methods = ()
+    for tag, fields in LEVERS.items():
+      c.methods[f"l2ul_{tag}"] = default.l2ul_case(c.methods.l2ul, "l2ul", **fields)
+      c.experiment.methods += (f"l2ul_{tag}",)
+  elif part == "baseline_dev":
+    c.experiment.seeds = DEV_SEEDS
+    c.data.forget_size = 16
+    c.experiment.methods = ()
+    for name in BASELINES:
+      for tag, factor in BASELINE_LR.items():
+        v = ml_collections.ConfigDict(c.methods[name].to_dict())
+        v.base = name
+        v.lr = float(v.lr) * factor
+        c.methods[f"{name}_{tag}"] = v
+        c.experiment.methods += (f"{name}_{tag}",)
+  else:
+    c.experiment.seeds = REPORT_SEEDS
+    c.experiment.forget_sizes = STUDY_SIZES
+    for name in CASES:
+      for k, v in CHOSEN.items():
+        c.methods[name][k] = v
+    for name, factor in CHOSEN_BASELINE_LR.items():
+      c.methods[name].lr = float(c.methods[name].lr) * factor
+    c.experiment.methods = CASES + BASELINES
+

@@ -26,7 +26,8 @@ from tmu_jax.experiment import runs
 from tmu_jax.methods import l2ul, registry
 from tmu_jax.methods.l2ul import loop as l2ul_loop
 from tmu_jax.methods.l2ul.losses import ForgetLoss
-from tmu_jax.methods.l2ul.mas import invert_importance, mas_importance, mas_penalty
+from tmu_jax.methods.l2ul.mas import (Penalty, invert_importance, mas_importance, mas_penalty,
+                                      representation_penalty)
 from tmu_jax.train import loop as train_loop
 
 K = 16
@@ -69,6 +70,39 @@ def test_invert_importance_and_constant_tensor():
   np.testing.assert_array_equal(inv["zero"], np.ones(4))
 
 
+def test_invert_importance_layer_and_global_groups():
+  """``layer``: one min-max over a module's kernel and bias; ``global``: over every tensor."""
+  omega = dict(Dense_0=dict(kernel=jnp.array([0.0, 2.0]), bias=jnp.array([4.0])),
+               Dense_1=dict(kernel=jnp.array([1.0, 3.0]), bias=jnp.array([2.0])))
+  layer = invert_importance(omega, "layer")
+  np.testing.assert_allclose(layer["Dense_0"]["kernel"], [1.0, 0.5], rtol=1e-6)  # span [0, 4]
+  np.testing.assert_allclose(layer["Dense_0"]["bias"], [0.0], atol=1e-7)
+  np.testing.assert_allclose(layer["Dense_1"]["kernel"], [1.0, 0.0], atol=1e-7)  # span [1, 3]
+  np.testing.assert_allclose(layer["Dense_1"]["bias"], [0.5], rtol=1e-6)
+  glob = invert_importance(omega, "global")  # span [0, 4] everywhere
+  np.testing.assert_allclose(glob["Dense_1"]["kernel"], [0.75, 0.25], rtol=1e-6)
+  np.testing.assert_allclose(glob["Dense_1"]["bias"], [0.5], rtol=1e-6)
+  tensor = invert_importance(omega, "tensor")
+  np.testing.assert_array_equal(tensor["Dense_0"]["bias"], [1.0])  # a 1-element tensor
+  with pytest.raises(ValueError, match="mas_norm 'x'"):
+    invert_importance(omega, "x")
+
+
+def test_representation_penalty_value():
+  """rep_lam · mean ‖h_θ − h_o‖²: zero at M_o, by hand after a bias shift (Linear's h = x)."""
+  model = Linear()
+  x = jax.random.uniform(jax.random.key(0), (4, 2, 2, 1))
+  variables = model.init(jax.random.key(1), x)
+  h = model.apply(variables, x)[1]
+  aux = dict(rep_x=x, rep_h=h + 0.5, rep_lam=jnp.float32(2.0))  # h_o = h + 0.5 on 4 features
+  # 2 · mean over rows of 4 · 0.25 = 2.0
+  assert float(representation_penalty(model, variables["params"], aux)) == pytest.approx(2.0)
+  both = dict(aux, omega=jax.tree.map(jnp.ones_like, variables["params"]),
+              anchor=variables["params"], lam=jnp.float32(1.0))
+  assert float(Penalty(model, mas=True, rep=True)(variables["params"], both)) == pytest.approx(2.0)
+  assert float(Penalty(model, mas=True, rep=False)(variables["params"], both)) == 0.0
+
+
 def test_mas_penalty_value():
   """R = λ·Σ Ω'·(θ − θ_o)²/2 by hand."""
   params = dict(w=jnp.array([1.0, 2.0]), b=jnp.array([0.5]))
@@ -92,6 +126,9 @@ def test_forget_loss_kinds():
                              rtol=1e-5)
   np.testing.assert_allclose(ForgetLoss("complement")(logits, batch), [*complement, ce[2]],
                              rtol=1e-5)
+  # complement_correct: the complement term only where y is still predicted (row 0).
+  np.testing.assert_allclose(ForgetLoss("complement_correct")(logits, batch),
+                             [complement[0], 0.0, ce[2]], rtol=1e-5)
   # A saturated row (p_y = 1 in float32): the engine's loss is weight · ℓ = −ℓ.
   sat = dict(label=jnp.array([0]), weight=jnp.array([-1.0]))
   saturated = jnp.array([[200.0, 0.0, 0.0]])
@@ -216,6 +253,30 @@ def test_lambda_lr_grid_compiles_the_update_and_the_adversarial_set_once(tiny, f
   # Negative control: another forget loss is another StepSpec, hence a second trace.
   with pytest.raises(AssertionError, match="traced > 1 times"):
     _unlearn(tiny, forget, forget_loss="ce", max_steps=30)
+
+
+def test_levers_run_and_move_the_result(tiny, forget):
+  """Issue 11's levers on the tiny problem: each changes the path (none is silently ignored).
+  The anchors and MAS groupings still forget all 16 images; the per-instance stop does not
+  within the 1000 steps: a forgotten row is no longer pushed, drifts back to y, and the rows
+  take turns (docs/l2ul.md)."""
+  base, _ = _unlearn(tiny, forget)
+  kernel = lambda st: np.asarray(st.params["Dense_0"]["kernel"])
+  steps = {}
+  for name, settings in dict(rep=dict(rep_lam=1e-3), layer=dict(mas_norm="layer"),
+                             glob=dict(mas_norm="global")).items():
+    state, info = _unlearn(tiny, forget, **settings)
+    assert info["stopped"] == "forgotten" and _forget_acc(tiny, state, forget) == 0.0, name
+    assert not np.array_equal(kernel(state), kernel(base)), name
+    steps[name] = info["steps"]
+  # λ = 0.3's anchor is weak next to the forget loss: per-layer groups keep the stop step.
+  assert steps == dict(rep=660, layer=FORGOTTEN_AT, glob=734)
+  state, info = _unlearn(tiny, forget, forget_loss="complement_correct")
+  assert (info["stopped"], info["steps"]) == ("max_steps", 1000)
+  assert 0.0 < info["forget_acc"] == _forget_acc(tiny, state, forget) < 50.0
+  _, info = _unlearn(tiny, forget, rep_lam=1.0, case="naive")  # no adversarial set: no anchor
+  _, naive = _unlearn(tiny, forget, case="naive")
+  assert info["steps"] == naive["steps"]
 
 
 def test_relabel_mode_reaches_every_requested_label(tiny, forget):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import os
 
-from tmu_jax import data as data_lib, methods, models, protocol, schema
+from tmu_jax import compile_cache, data as data_lib, methods, models, protocol, schema
 from tmu_jax.evaluation.settings import Evaluation
 from tmu_jax.errors import ConfigError
 from tmu_jax.workdir import check_writable
@@ -75,12 +75,19 @@ def check_writable_dirs(c, workdir: str) -> None:
   """The model cache folder can be written (checked before any training)."""
   check_writable(protocol.cache_dir(c, workdir),
                  "cache_dir" if c.cache_dir else "--workdir (its cache/ folder)")
+  if c.compile_cache_dir:
+    try:
+      check_writable(compile_cache.resolve(c.compile_cache_dir), "compile_cache_dir")
+    except ConfigError as e:
+      raise ConfigError(f'{e}, or turn the compilation cache off with '
+                        f'--config.compile_cache_dir=""') from None
 
 
 def check_config(c) -> None:
   """Checks every field that can be checked without loading data."""
   _int(c, "seed", 0)
   _bool(c, "verbose")
+  _check(c, "compile_cache_dir", schema.Check("str"))
   _check_data(c)
   _choice(c, "model.name", models.available())
   protocol.recipe_of(c)  # every train.* field, by the Recipe schema

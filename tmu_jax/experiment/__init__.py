@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from tmu_jax import protocol, report, validate
+from tmu_jax import compile_cache, protocol, report, validate
 from tmu_jax.experiment.continual import run_continual
 from tmu_jax.experiment.runs import load_data, run_one, with_forget_size
 from tmu_jax.workdir import WorkdirLock
@@ -20,9 +20,11 @@ __all__ = ["run"]
 
 def config_digest(config) -> str:
   """A short digest of the config (names the results of another config in a workdir); fields
-  that do not change results (``verbose``, ``experiment.recompute``) are left out."""
+  that do not change results (``verbose``, ``compile_cache_dir``, ``experiment.recompute``) are
+  left out."""
   c = json.loads(config.to_json_best_effort())
   c.pop("verbose", None)
+  c.pop("compile_cache_dir", None)
   c.get("experiment", {}).pop("recompute", None)
   return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -47,6 +49,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   workdir = validate.check_workdir(workdir)
   validate.check_config(config)
   validate.check_writable_dirs(config, workdir)
+  compile_cache.enable(config.compile_cache_dir)
   with WorkdirLock(workdir):
     t0 = time.perf_counter()
     digest = config_digest(config)

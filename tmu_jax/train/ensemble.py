@@ -137,7 +137,7 @@ def _where(mask: jax.Array, a: Any, b: Any) -> Any:
   return jax.tree.map(pick, a, b)
 
 
-def _lockstep(states, codes, idx, t, shared, mine, keys, aux, origin, total,
+def _lockstep(states, codes, idx, fresh, t, shared, mine, keys, aux, origin, total,
               spec: StepSpec, plan: _Plan):
   """``vmap``: all members advance together one step at a time; stopped ones stay frozen."""
   layout, rule = plan.layout, plan.stop
@@ -156,7 +156,8 @@ def _lockstep(states, codes, idx, t, shared, mine, keys, aux, origin, total,
   def body(carry):
     st, codes, idx, t, finite, _, k = carry
     epoch, i = (t - origin) // spe, (t - origin) % spe
-    idx = jax.lax.cond(i == 0, lambda: vmap(lambda key: epoch_indices(key, layout, epoch))(keys),
+    idx = jax.lax.cond((i == 0) | (fresh & (k == 0)),
+                       lambda: vmap(lambda key: epoch_indices(key, layout, epoch))(keys),
                        lambda: idx)
 
     def one(s, ix, my, key):
@@ -185,32 +186,28 @@ def _lockstep(states, codes, idx, t, shared, mine, keys, aux, origin, total,
   return states, codes, idx, t, finite, metrics
 
 
-def _sequential(states, codes, idx, t, shared, mine, keys, aux, origin, total,
+def _sequential(states, codes, idx, fresh, t, shared, mine, keys, aux, origin, total,
                 spec: StepSpec, plan: _Plan):
   """``lax.map``: one member after the other, each the single-model chunk of :func:`fit`."""
   single = loop_lib._Plan(plan.layout, plan.stop, plan.length)  # pylint: disable=protected-access
 
   def one(args):
     s, c, ix, my, key = args
-    return loop_lib._chunk(s, c, ix, _merged(shared, my), key, aux, origin, total,  # pylint: disable=protected-access
+    return loop_lib._chunk(s, c, ix, fresh, _merged(shared, my), key, aux, origin, total,  # pylint: disable=protected-access
                            spec=spec, plan=single)
 
   states, codes, idx, finite, metrics = jax.lax.map(one, (states, codes, idx, mine, keys))
   return states, codes, idx, jnp.minimum(t + plan.length, total), jnp.all(finite), metrics
 
 
-def _chunk(states, codes, idx, t, shared, mine, keys, aux, origin, total, spec, plan):
+def _chunk(states, codes, idx, fresh, t, shared, mine, keys, aux, origin, total, spec, plan):
+  """One chunk of every member; ``fresh``: the first chunk of a fit or a resume, which draws
+  the current epoch's indices before its first step (see ``train.loop._chunk``)."""
   run = _lockstep if plan.how == "vmap" else _sequential
-  return run(states, codes, idx, t, shared, mine, keys, aux, origin, total, spec, plan)
+  return run(states, codes, idx, fresh, t, shared, mine, keys, aux, origin, total, spec, plan)
 
 
 _chunk_jit = jax.jit(_chunk, static_argnames=("spec", "plan"), donate_argnums=(0, 2))
-
-
-@functools.partial(jax.jit, static_argnames=("layout",))
-def _first_indices(keys: jax.Array, layout: Layout, step: jax.Array, origin: jax.Array):
-  return jax.vmap(lambda k: epoch_indices(k, layout, (step - origin) // layout.steps_per_epoch)
-                  )(keys)
 
 
 def resolve_how(how: str, spec: StepSpec) -> str:
@@ -289,7 +286,13 @@ def fit_ensemble(states: TrainState, streams: Stream | tuple[Stream, ...], *, sp
   else:  # committed (see fit): fresh, restored and grown ensembles hit one program
     by_member = jax.tree.leaves(states)[0].sharding
     states, codes, keys = jax.device_put((states, codes, keys), by_member)
-  idx = _first_indices(keys, layout, jnp.int32(start), jnp.int32(origin))
+  blank = jax.tree.map(lambda a: np.zeros((m,) + a.shape, a.dtype),
+                       loop_lib.blank_indices(keys[0], layout))
+  if spec.mesh is not None:
+    idx = jax.device_put(blank, by_member)
+    fresh, later = jax.device_put((np.bool_(True), np.bool_(False)), replicated)
+  else:
+    idx, fresh, later = jax.device_put((blank, np.bool_(True), np.bool_(False)), by_member)
   # The step counter is committed like the state (an uncommitted first t would make the first
   # chunk call a second program: measured by bench/ensemble.py before this line existed).
   t = jax.device_put(jnp.int32(start), replicated if spec.mesh is not None else by_member)
@@ -299,19 +302,20 @@ def fit_ensemble(states: TrainState, streams: Stream | tuple[Stream, ...], *, sp
   t0 = time.perf_counter()
 
   def chunk(carry):
-    states, codes, idx, t = carry
+    states, codes, idx, fresh, t = carry
     states, codes, idx, t, finite, metrics = _chunk_jit(
-        states, codes, idx, t, shared, mine, keys, aux, jnp.int32(origin), jnp.int32(total),
-        spec=spec, plan=plan)
+        states, codes, idx, fresh, t, shared, mine, keys, aux, jnp.int32(origin),
+        jnp.int32(total), spec=spec, plan=plan)
     step = int(t)  # the chunk's sync (finite, the stop codes and progress follow it)
-    return (states, codes, idx, t), step, bool(finite), metrics, bool(jnp.all(codes != 0))
+    return ((states, codes, idx, later, t), step, bool(finite), metrics,
+            bool(jnp.all(codes != 0)))
 
   def nonfinite(step, metrics, weights):
     del metrics
     return f"{name}: a member's {'weights' if weights else 'loss'} became NaN/inf by step {step}"
 
-  (states, codes, _, _), metrics = loop_lib.drive(
-      chunk, (states, codes, idx, t), state_of=lambda c: c[0],
+  (states, codes, _, _, _), metrics = loop_lib.drive(
+      chunk, (states, codes, idx, fresh, t), state_of=lambda c: c[0],
       stopped=lambda c: bool(jnp.any(c[1] != 0)), start=start, origin=origin, total=total,
       spe=spe, save_every_epochs=save_every_epochs, checkpointer=checkpointer,
       progress=progress, name=name, nonfinite=nonfinite,

@@ -11,13 +11,13 @@ finiteness flag and the metrics, prints progress and saves checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import signal
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tmu_jax.errors import RunFault
@@ -51,13 +51,15 @@ class _Plan:
   length: int
 
 
-def _chunk(state: TrainState, code: jax.Array, idx: tuple[jax.Array, ...],
+def _chunk(state: TrainState, code: jax.Array, idx: tuple[jax.Array, ...], fresh: jax.Array,
            streams: tuple[dict, ...], key: jax.Array, aux: Any, origin: jax.Array,
            total: jax.Array, spec: StepSpec, plan: _Plan):
   """Up to ``plan.length`` steps (fewer if the budget or the stop rule ends them): the carry is
   the state, the stop code, the current epoch's index matrices ``idx`` (passed from chunk to
-  chunk, redrawn in the loop at every epoch start), the all-finite flag, the last step's
-  metrics and the step count of the chunk."""
+  chunk, redrawn in the loop at every epoch start, and at the first step when ``fresh``: a fit
+  or a resume starting mid-epoch), the all-finite flag, the last step's metrics and the step
+  count of the chunk. Drawing the first epoch's indices here, not in a jit of its own, saves a
+  compilation per fit (0.4-1.2 s each on the embedded default's CPU, 11 per job)."""
   spe = plan.layout.steps_per_epoch
   rule = plan.stop
 
@@ -76,7 +78,7 @@ def _chunk(state: TrainState, code: jax.Array, idx: tuple[jax.Array, ...],
     st, code, idx, finite, _, k = carry
     epoch = (st.step - origin) // spe
     i = (st.step - origin) % spe
-    idx = jax.lax.cond(i == 0, lambda: indices(st.step), lambda: idx)
+    idx = jax.lax.cond((i == 0) | (fresh & (k == 0)), lambda: indices(st.step), lambda: idx)
     batch = gather_batch(spec, plan.layout, streams, idx, i, key, epoch)
     new, m = apply_update(spec, st, batch, jax.random.fold_in(key, st.step), aux)
     finite = finite & m["finite"]
@@ -95,10 +97,11 @@ def _chunk(state: TrainState, code: jax.Array, idx: tuple[jax.Array, ...],
 _chunk_jit = jax.jit(_chunk, static_argnames=("spec", "plan"), donate_argnums=(0, 2))
 
 
-@functools.partial(jax.jit, static_argnames=("layout",))
-def _first_indices(key: jax.Array, layout: Layout, step: jax.Array, origin: jax.Array):
-  """The index matrices of the epoch ``step`` lies in (where a fit or a resume starts)."""
-  return epoch_indices(key, layout, (step - origin) // layout.steps_per_epoch)
+def blank_indices(key: jax.Array, layout: Layout) -> tuple[jax.Array, ...]:
+  """Zero index matrices of the shapes :func:`epoch_indices` draws (no compilation): the
+  first chunk of a fit, called with ``fresh``, replaces them before its first step."""
+  shapes = jax.eval_shape(lambda k: epoch_indices(k, layout, jnp.int32(0)), key)
+  return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
 def replicate(mesh: Mesh, tree):
@@ -205,24 +208,25 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
   where = (NamedSharding(spec.mesh, P()) if spec.mesh is not None
            else jax.tree.leaves(state)[0].sharding)
   state, code = jax.device_put((state, jnp.int32(0)), where)
-  idx = jax.device_put(_first_indices(key, layout, state.step, jnp.int32(origin)), where)
+  idx, fresh, later = jax.device_put((blank_indices(key, layout), np.bool_(True),
+                                      np.bool_(False)), where)
   t0 = time.perf_counter()
 
   def chunk(carry):
-    state, code, idx = carry
-    state, code, idx, finite, metrics = _chunk_jit(state, code, idx, data, key, aux,
+    state, code, idx, fresh = carry
+    state, code, idx, finite, metrics = _chunk_jit(state, code, idx, fresh, data, key, aux,
                                                    jnp.int32(origin), jnp.int32(total),
                                                    spec=spec, plan=plan)
     step = int(jax.device_get(state.step))  # the one host sync of the chunk
-    return (state, code, idx), step, bool(finite), metrics, int(code) != 0
+    return (state, code, idx, later), step, bool(finite), metrics, int(code) != 0
 
   def nonfinite(step, metrics, weights):
     if weights:
       return f"{name}: the weights became NaN/inf by step {step}"
     return f"{name}: the loss became {float(metrics['loss'])} by step {step}"
 
-  (state, code, _), metrics = drive(
-      chunk, (state, code, idx), state_of=lambda c: c[0], stopped=lambda c: int(c[1]) != 0,
+  (state, code, _, _), metrics = drive(
+      chunk, (state, code, idx, fresh), state_of=lambda c: c[0], stopped=lambda c: int(c[1]) != 0,
       start=start, origin=origin, total=total, spe=spe, save_every_epochs=save_every_epochs,
       checkpointer=checkpointer, progress=progress, name=name, nonfinite=nonfinite)
   info = dict(steps=int(jax.device_get(state.step)) - start, seconds=time.perf_counter() - t0,

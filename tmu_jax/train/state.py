@@ -8,6 +8,7 @@ state through ``optax.inject_hyperparams``, so a grid over them compiles once.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -37,8 +38,15 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def init_variables(key: jax.Array, model: nn.Module, input_shape: tuple[int, ...]) -> dict:
-  """``model.init`` on a zero batch of ``input_shape`` (without the batch axis)."""
-  return model.init(key, jnp.zeros((1,) + tuple(input_shape), jnp.float32))
+  """``model.init`` on a zero batch of ``input_shape`` (without the batch axis), compiled once
+  per (model, shape): run eagerly, linen's init dispatches (and compiles) every initializer
+  op alone, 3 s for the MLP on CPU against 1.8 s; the values are the same bit for bit."""
+  return _init(key, model, tuple(input_shape))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _init(key: jax.Array, model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+  return model.init(key, jnp.zeros((1,) + input_shape, jnp.float32))
 
 
 def from_variables(variables: dict, opt_state: PyTree = None) -> TrainState:

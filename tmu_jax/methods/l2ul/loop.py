@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from tmu_jax import attacks, data as data_lib, train
 from tmu_jax.methods.l2ul.losses import ForgetLoss
-from tmu_jax.methods.l2ul.mas import invert_importance, mas_importance, mas_penalty
+from tmu_jax.methods.l2ul.mas import Penalty, invert_importance, mas_importance
 from tmu_jax.methods.l2ul.settings import CASES, L2UL, MODES
 
 FORGOTTEN, COLLAPSED = 1, 2
@@ -125,11 +125,19 @@ def unlearn_state(model: nn.Module, state: train.TrainState, x_forget: jax.Array
   penalty_fn = None
   if s.case == "l2ul":
     t0 = time.perf_counter()
-    omega = invert_importance(mas_importance(model, variables, x_f, chunk=min(s.mas_chunk, k)))
+    omega = invert_importance(mas_importance(model, variables, x_f, chunk=min(s.mas_chunk, k)),
+                              s.mas_norm)
     aux.update(omega=jax.block_until_ready(omega), anchor=jax.tree.map(jnp.copy, state.params),
                lam=jnp.float32(s.lam))
     info["mas_time_s"] = time.perf_counter() - t0
-    penalty_fn = mas_penalty
+  rep = s.rep_lam > 0 and s.case in ("adv", "l2ul")
+  if rep:  # a fixed sample of the adversarial set and M_o's features on it
+    pick = jax.random.permutation(jax.random.fold_in(k_adv, 1), x_adv.shape[0])[:s.rep_size]
+    rep_x = x_adv[pick]
+    aux.update(rep_x=rep_x, rep_h=model.apply(variables, rep_x, train=False)[1],
+               rep_lam=jnp.float32(s.rep_lam), batch_stats=state.batch_stats)
+  if s.case == "l2ul" or rep:
+    penalty_fn = Penalty(model, mas=s.case == "l2ul", rep=rep)
   if probe is not None:
     aux.update(probe=data_lib.to_float(probe), collapse_share=jnp.float32(s.collapse_share),
                collapse_every=jnp.int32(s.collapse_every))

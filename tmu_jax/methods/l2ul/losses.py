@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-FORGET_LOSSES = ("ce", "ce_correct", "complement")
+FORGET_LOSSES = ("ce", "ce_correct", "complement", "complement_correct")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +20,9 @@ class ForgetLoss:
   ``ce_correct``: −CE only on rows still predicted y (a forgotten row stops being pushed, so its
   unbounded −CE cannot run away); ``complement``: the ascent row's term is −log(1 − p_y), written
   here as ℓ = log(1 − p_y) = logsumexp_{j≠y} z_j − logsumexp z: bounded, its gradient is largest
-  where p_y ≈ 1 (where −CE's vanishes in float32) and fades once y is no longer likely.
+  where p_y ≈ 1 (where −CE's vanishes in float32) and fades once y is no longer likely;
+  ``complement_correct``: the complement term only on rows still predicted y (a per-instance
+  stop: a forgotten row is no longer pushed away from its class, issue 11's stop-rule lever).
   """
   kind: str = "ce"
 
@@ -33,9 +35,11 @@ class ForgetLoss:
       forget = ce
     elif self.kind == "ce_correct":
       forget = ce * (jnp.argmax(logits, -1) == y)
-    elif self.kind == "complement":
+    elif self.kind in ("complement", "complement_correct"):
       others = jnp.where(jax.nn.one_hot(y, logits.shape[-1], dtype=bool), -jnp.inf, logits)
       forget = jax.nn.logsumexp(others, -1) - jax.nn.logsumexp(logits, -1)
+      if self.kind == "complement_correct":
+        forget = forget * (jnp.argmax(logits, -1) == y)
     else:
       raise ValueError(f"forget_loss {self.kind!r} is not valid; expected one of "
                        f"{', '.join(FORGET_LOSSES)}")

@@ -6,6 +6,7 @@ import dataclasses
 
 from tmu_jax import schema
 from tmu_jax.methods.l2ul.losses import FORGET_LOSSES
+from tmu_jax.methods.l2ul.mas import NORMS
 
 CASES = ("naive", "adv", "l2ul", "oracle")
 MODES = ("misclassify", "relabel")
@@ -35,4 +36,12 @@ class L2UL:
   probe_size: int = schema.field(1000, lo=1, doc="fixed D_test sample for the collapse check")
   mas_chunk: int = schema.field(16, lo=1, doc="forget images per per-sample-gradient chunk")
   forget_loss: str = schema.field("ce", choices=FORGET_LOSSES,
-                                  doc="ce (METHODS §3) | ce_correct | complement (deviations)")
+                                  doc="ce (METHODS §3) | ce_correct | complement | "
+                                      "complement_correct (deviations)")
+  # Issue 11's levers (docs/l2ul.md), each off by default: the faithful L2UL is unchanged.
+  mas_norm: str = schema.field("tensor", choices=NORMS,
+                               doc="group Ω is min-max inverted over (case l2ul)")
+  rep_lam: float = schema.field(0.0, lo=0.0,
+                                doc="representation anchor on adversarial images (adv, l2ul)")
+  rep_size: int = schema.field(256, lo=1, doc="adversarial images the representation anchor "
+                                              "holds (a fixed sample)")
