@@ -112,3 +112,21 @@ def test_membership_inference_overlapping_unbalanced():
   assert np.isnan(metrics.membership_inference(members, nonmembers, np.zeros(0)))
   with pytest.raises(ValueError, match="non-members"):
     metrics.membership_inference(members, np.zeros(0), query)
+
+
+def test_roc_auc_midranks_ties_and_degenerate_cases():
+  """AUC by hand: 3 positives, 2 negatives; a cross-class tie counts ½; one class → nan."""
+  scores = np.array([0.9, 0.4, 0.4, 0.1, 0.7])
+  positive = np.array([True, True, False, False, True])
+  # pairs (pos > neg): 0.9 beats both, 0.7 beats both, 0.4 ties 0.4 (½) and beats 0.1 → 5.5 / 6
+  assert metrics.roc_auc(scores, positive) == pytest.approx(5.5 / 6)
+  assert metrics.roc_auc(-scores, positive) == pytest.approx(0.5 / 6)
+  assert metrics.roc_auc(np.zeros(5), positive) == 0.5  # all tied
+  assert np.isnan(metrics.roc_auc(scores, np.ones(5, bool)))
+  with pytest.raises(ValueError, match="same shape"):
+    metrics.roc_auc(scores, positive[:4])
+  # Equal to the pairwise definition on random data with many ties.
+  rng = np.random.default_rng(0)
+  s, p = rng.integers(0, 5, 200).astype(float), rng.random(200) < 0.3
+  pairwise = ((s[p][:, None] > s[~p][None]).mean() + 0.5 * (s[p][:, None] == s[~p][None]).mean())
+  assert metrics.roc_auc(s, p) == pytest.approx(pairwise, abs=1e-12)

@@ -73,6 +73,23 @@ def label_accuracy(pred_easy: ArrayLike, gold_correct: ArrayLike) -> float:
   return agreement(pred_easy, gold_correct)
 
 
+def roc_auc(scores: ArrayLike, positive: ArrayLike) -> float:
+  """ROC AUC of ``scores`` for the bool mask ``positive`` (Mann-Whitney U with midranks, so a
+  tie between a positive and a negative counts ½), nan if one class is absent. The one AUC of
+  the project: TMU's twin AUCs and the label AUC against gold both call it."""
+  scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+  _same_shape("roc_auc", scores, positive)
+  scores, positive = scores.reshape(-1), positive.reshape(-1)
+  n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+  if n_pos == 0 or n_neg == 0:
+    return float("nan")
+  order = np.argsort(scores, kind="stable")
+  _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
+  ranks = np.empty(scores.size)
+  ranks[order] = np.repeat(first + (counts + 1) / 2, counts)  # 1-based midranks
+  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def per_sample_ce(logits: ArrayLike, labels: ArrayLike) -> np.ndarray:
   """Cross-entropy of each sample: f32[N, K] logits, int[N] labels → f32[N]."""
   logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), -1)

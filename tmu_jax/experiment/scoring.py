@@ -94,12 +94,7 @@ class Scorer:
   def label_auc(self, p_easy: np.ndarray, ref: Reference) -> float:
     """ROC AUC of a method's easy-probabilities on D_f for gold's correctness there (M_g's):
     how well TMU's classifier ranks the real problem, for reporting only (never used)."""
-    easy = self.gold_easy(ref)
-    pos, neg = p_easy[easy], p_easy[~easy]
-    if len(pos) == 0 or len(neg) == 0:
-      return float("nan")
-    greater = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
-    return float(greater)
+    return metrics.roc_auc(p_easy, self.gold_easy(ref))
 
   def label_accuracy(self, pred_easy: np.ndarray, ref: Reference) -> float:
     """TMU Table 4: a method's predicted easy/hard split of D_f against gold's correctness."""

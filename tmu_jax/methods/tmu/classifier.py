@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tmu_jax import train
+from tmu_jax import metrics, train
 from tmu_jax.methods.tmu.settings import TMU
 from tmu_jax.models import get_model
 
@@ -65,9 +65,5 @@ def predict_easy(p_easy: np.ndarray, threshold: str, twin_hard_rate: float,
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-  """ROC AUC of ``scores`` for ``positive`` (Mann-Whitney), nan if one class is absent."""
-  pos, neg = scores[positive], scores[~positive]
-  if len(pos) == 0 or len(neg) == 0:
-    return float("nan")
-  ranks = np.argsort(np.argsort(np.concatenate([pos, neg]), kind="stable"), kind="stable") + 1.0
-  return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+  """ROC AUC of ``scores`` for ``positive`` (:func:`tmu_jax.metrics.roc_auc`)."""
+  return metrics.roc_auc(scores, positive)
