@@ -70,9 +70,11 @@ def apply_arg(c, arg: str | None):
       c.methods.l2ul.lam = 0.1
     elif a in ("dev", "baseline_dev", "report"):
       study(c, a)
+    elif a == "tuned":  # the settings chosen on development seeds (e.g. ``continual,tuned``)
+      tune(c)
     elif a:
       raise ValueError(f"unknown config argument {a!r}; valid: smoke, ksweep, continual, relabel, "
-                       "dev, baseline_dev, report (comma-separated)")
+                       "dev, baseline_dev, report, tuned (comma-separated)")
   return c
 
 
@@ -122,10 +124,15 @@ def study(c, part: str) -> None:
   else:
     c.experiment.seeds = REPORT_SEEDS
     c.experiment.forget_sizes = STUDY_SIZES
-    for name in CASES:
-      for k, v in CHOSEN.items():
-        c.methods[name][k] = v
-    for name, factor in CHOSEN_BASELINE_LR.items():
-      c.methods[name].lr = float(c.methods[name].lr) * factor
+    tune(c)
     c.experiment.methods = CASES + BASELINES
+
+
+def tune(c) -> None:
+  """CHOSEN on every L2UL case, CHOSEN_BASELINE_LR on the baselines' lr."""
+  for name in CASES:
+    for k, v in CHOSEN.items():
+      c.methods[name][k] = v
+  for name, factor in CHOSEN_BASELINE_LR.items():
+    c.methods[name].lr = float(c.methods[name].lr) * factor
 

@@ -157,6 +157,10 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
   out.arrays = dict(twin=art.twin, twin_easy=art.twin_easy, forget=art.forget, p_easy=p_easy)
   out.report.update(
       twin_size=art.size, n_twins=s.n_twins, twins_reused=reused, twin_distinct=art.distinct,
+      # §2.2's symmetry: M_c sees each D_f image once an epoch and each distinct twin image this
+      # many times on average (1.0: disjoint draws the pool fills; augmented fill copies count
+      # as distinct images, though they repeat a pool image).
+      curriculum_twin_exposure=s.n_twins * art.size / max(art.distinct, 1),
       twin_acc_mt=art.twin_acc,
       orig_acc_mo_df=train.accuracy(ctx.model, ctx.original.variables, x_f, y_f),
       twin_hard_rate=100.0 * twin_hard_rate, pred_hard=int((~pred_easy).sum()),

@@ -1,0 +1,124 @@
+"""Recomputes the L2UL study tables (docs/results/l2ul_study.md, docs/selection.md) from committed
+results.json(.gz) files of ``configs/l2ul_fashion_mnist.py:{dev,baseline_dev,report}``.
+
+A *draw* is one (seed, k): its own M_o and D_f. Its goal (issue 11): Acc_Df = 0 and
+Acc_test ≥ Acc_test(M_o) − 5. Printed, per method and k: the goal count over draws, mean and
+worst Δ = Acc_test − Acc_test(M_o), mean Acc_Df, how many draws stopped at the step cap; and,
+with ``--against``, paired over draws of each k, the reference method's Δ against every other
+method's (mean difference, wins/ties/losses, two-sided sign test; a comparison where either side
+kept forget images is flagged, since it is not at equal forgetting).
+
+Usage::
+
+    python scripts/l2ul_table.py docs/results/data/l2ul_dev.results.json.gz --select levers
+    python scripts/l2ul_table.py docs/results/data/l2ul_baseline_dev.results.json.gz \
+        --select baselines
+    python scripts/l2ul_table.py docs/results/data/l2ul_report.results.json.gz --against l2ul
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+
+import numpy as np
+
+from tmu_jax.evaluation.paired import sign_test
+
+GOAL_POINTS = 5.0
+
+
+def load(path: str) -> dict:
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8") as f:
+    return json.load(f)
+
+
+def draws(results: dict) -> dict:
+  """{(method, k): {seed: (Δ test, Acc_Df, stopped)}} over every run of ``results``."""
+  out = collections.defaultdict(dict)
+  for run in results["runs"]:
+    k = run.get("forget_size")
+    base = run["original"]["acc_test"]
+    for name, row in run["methods"].items():
+      if "acc_test" not in row:
+        continue
+      out[(name, k)][run["seed"]] = (row["acc_test"] - base, row["acc_forget"],
+                                     row.get("stopped", ""))
+  return out
+
+
+def meets(delta: float, forget: float) -> bool:
+  return forget == 0.0 and delta >= -GOAL_POINTS
+
+
+def table(d: dict) -> list[str]:
+  lines = ["| k | method | draws | goal met | mean Δ test | worst Δ | mean Acc_Df | at step cap |",
+           "|---|---|---|---|---|---|---|---|"]
+  for (name, k) in sorted(d, key=lambda t: (t[1], t[0])):
+    v = list(d[(name, k)].values())
+    delta = np.array([x[0] for x in v])
+    forget = np.array([x[1] for x in v])
+    met = sum(meets(a, b) for a, b in zip(delta, forget))
+    cap = sum(x[2] == "max_steps" for x in v)
+    lines.append(f"| {k} | {name} | {len(v)} | {met}/{len(v)} | {delta.mean():+.1f} | "
+                 f"{delta.min():+.1f} | {forget.mean():.1f} | {cap} |")
+  return lines
+
+
+def selection(d: dict, forget_first: bool) -> list[str]:
+  """docs/selection.md's rules: the most draws meeting the goal over every k, then the higher
+  mean Δ test (L2UL levers); with ``forget_first`` (baselines), ties go to the lower mean Acc_Df
+  before the mean Δ."""
+  per = collections.defaultdict(list)
+  for (name, _), v in d.items():
+    per[name].extend(v.values())
+  score = {n: (sum(meets(a, b) for a, b, _ in v), -np.mean([b for _, b, _ in v]),
+               np.mean([a for a, _, _ in v]), len(v)) for n, v in per.items()}
+  lines = ["| rank | method | goal met | mean Acc_Df | mean Δ test |", "|---|---|---|---|---|"]
+  for i, (n, (met, neg_forget, delta, count)) in enumerate(
+      sorted(score.items(), key=lambda t: (-t[1][0], -t[1][1] if forget_first else 0,
+                                           -t[1][2]))):
+    lines.append(f"| {i + 1} | {n} | {met}/{count} | {-neg_forget:.1f} | {delta:+.2f} |")
+  return lines
+
+
+def paired(d: dict, ref: str) -> list[str]:
+  lines = ["| k | reference − other | mean Δ difference | wins/ties/losses | sign test p | "
+           "equal forgetting |", "|---|---|---|---|---|---|"]
+  for (name, k) in sorted(d, key=lambda t: (t[1], t[0])):
+    if name == ref or (ref, k) not in d:
+      continue
+    a, b = d[(ref, k)], d[(name, k)]
+    seeds = sorted(set(a) & set(b))
+    diff = np.array([a[s][0] - b[s][0] for s in seeds])
+    equal = all(a[s][1] == 0 and b[s][1] == 0 for s in seeds)
+    w, t, l = int((diff > 0).sum()), int((diff == 0).sum()), int((diff < 0).sum())
+    lines.append(f"| {k} | {ref} − {name} | {diff.mean():+.1f} | {w}/{t}/{l} | "
+                 f"{sign_test(diff):.3g} | {'yes' if equal else 'no: one side kept D_f images'} |")
+  return lines
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("results", nargs="+")
+  parser.add_argument("--against", default="", help="reference method for the paired table")
+  parser.add_argument("--select", choices=("", "levers", "baselines"), default="",
+                      help="rank methods by docs/selection.md's rule for L2UL levers or baselines")
+  args = parser.parse_args()
+  d = {}
+  for path in args.results:
+    d.update(draws(load(path)))
+  print("\n".join(table(d)))
+  if args.select:
+    print()
+    print("\n".join(selection(d, forget_first=args.select == "baselines")))
+  if args.against:
+    print()
+    print("\n".join(paired(d, args.against)))
+
+
+if __name__ == "__main__":
+  main()
