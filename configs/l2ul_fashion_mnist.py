@@ -68,13 +68,13 @@ def apply_arg(c, arg: str | None):
       # A requested label needs more movement than any wrong label: at λ = 0.3 L2UL stalls at
       # 15/16 requested labels after 1000 steps (docs/l2ul.md).
       c.methods.l2ul.lam = 0.1
-    elif a in ("dev", "baseline_dev", "report"):
+    elif a in ("dev", "dev2", "baseline_dev", "report"):
       study(c, a)
     elif a == "tuned":  # the settings chosen on development seeds (e.g. ``continual,tuned``)
       tune(c)
     elif a:
       raise ValueError(f"unknown config argument {a!r}; valid: smoke, ksweep, continual, relabel, "
-                       "dev, baseline_dev, report, tuned (comma-separated)")
+                       "dev, dev2, baseline_dev, report, tuned (comma-separated)")
   return c
 
 
@@ -89,6 +89,13 @@ LEVERS = dict(base={}, lam1=dict(lam=1.0), lr3e4=dict(lr=3e-4),
               gate=dict(forget_loss="complement_correct"), adv40=dict(num_adv=40),
               mas_global=dict(mas_norm="global"), mas_layer=dict(mas_norm="layer"),
               rep1e3=dict(rep_lam=1e-3), rep1e2=dict(rep_lam=1e-2))
+# Round 2 on the same development draws (docs/selection.md): the combination of every lever
+# that beat ``base`` in round 1 (the rule), and, added after round 1 was read, the anchor's
+# scale beyond round 1's grid and the two best levers together.
+LEVERS2 = dict(combo=dict(forget_loss="complement_correct", rep_lam=1e-2, lr=3e-4,
+                          mas_norm="global"),
+               rep3e2=dict(rep_lam=3e-2), rep1e1=dict(rep_lam=1e-1),
+               gate_rep1e2=dict(forget_loss="complement_correct", rep_lam=1e-2))
 # The baselines' budget: their lr × {1, 3, 10} at k = 16 (a lower lr only forgets less: every
 # baseline keeps Acc_Df ≥ 94% at k = 16 with its own lr, docs/results/l2ul_ksweep.md).
 BASELINE_LR = dict(lr1=1.0, lr3=3.0, lr10=10.0)
@@ -98,16 +105,17 @@ CHOSEN_BASELINE_LR = {}
 
 
 def study(c, part: str) -> None:
-  """``dev``: every lever of LEVERS on case l2ul, k ∈ STUDY_SIZES, DEV_SEEDS; ``baseline_dev``:
+  """``dev`` (``dev2``): every lever of LEVERS (LEVERS2) on case l2ul, k ∈ STUDY_SIZES,
+  DEV_SEEDS; ``baseline_dev``:
   every baseline × BASELINE_LR at k = 16 on DEV_SEEDS; ``report``: the four cases with CHOSEN
   and the baselines with CHOSEN_BASELINE_LR on REPORT_SEEDS. No gold model (L2UL's goal is
   against M_o)."""
   c.experiment.gold = False
-  if part == "dev":
+  if part in ("dev", "dev2"):
     c.experiment.seeds = DEV_SEEDS
     c.experiment.forget_sizes = STUDY_SIZES
     c.experiment.methods = ()
-    for tag, fields in LEVERS.items():
+    for tag, fields in (LEVERS if part == "dev" else LEVERS2).items():
       c.methods[f"l2ul_{tag}"] = default.l2ul_case(c.methods.l2ul, "l2ul", **fields)
       c.experiment.methods += (f"l2ul_{tag}",)
   elif part == "baseline_dev":
