@@ -93,7 +93,7 @@ LEVERS = dict(base={}, lam1=dict(lam=1.0), lr3e4=dict(lr=3e-4),
 # that beat ``base`` in round 1 (the rule), and, added after round 1 was read, the anchor's
 # scale beyond round 1's grid and the two best levers together.
 LEVERS2 = dict(combo=dict(forget_loss="complement_correct", rep_lam=1e-2, lr=3e-4,
-                          mas_norm="global"),
+                          mas_norm="global", num_adv=40),
                rep3e2=dict(rep_lam=3e-2), rep1e1=dict(rep_lam=1e-1),
                gate_rep1e2=dict(forget_loss="complement_correct", rep_lam=1e-2))
 # The baselines' budget: their lr × {1, 3, 10} at k = 16 (a lower lr only forgets less: every
