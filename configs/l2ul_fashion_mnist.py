@@ -101,7 +101,8 @@ LEVERS2 = dict(combo=dict(forget_loss="complement_correct", rep_lam=1e-2, lr=3e-
 BASELINE_LR = dict(lr1=1.0, lr3=3.0, lr10=10.0)
 # Chosen on ``dev`` / ``baseline_dev`` by docs/selection.md's rule (filled in after dev ran).
 CHOSEN = {}
-CHOSEN_BASELINE_LR = {}
+CHOSEN_BASELINE_LR = dict(finetune=3.0, neg_grad=10.0, random_label=3.0, bad_teacher=3.0,
+                          scrub=1.0, salun=3.0)
 
 
 def study(c, part: str) -> None:
