@@ -100,7 +100,7 @@ LEVERS2 = dict(combo=dict(forget_loss="complement_correct", rep_lam=1e-2, lr=3e-
 # baseline keeps Acc_Df ≥ 94% at k = 16 with its own lr, docs/results/l2ul_ksweep.md).
 BASELINE_LR = dict(lr1=1.0, lr3=3.0, lr10=10.0)
 # Chosen on ``dev`` / ``baseline_dev`` by docs/selection.md's rule (filled in after dev ran).
-CHOSEN = {}
+CHOSEN = dict(rep_lam=1e-2)
 CHOSEN_BASELINE_LR = dict(finetune=3.0, neg_grad=10.0, random_label=3.0, bad_teacher=3.0,
                           scrub=1.0, salun=3.0)
 
