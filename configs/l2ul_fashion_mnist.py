@@ -133,8 +133,11 @@ def study(c, part: str) -> None:
   else:
     c.experiment.seeds = REPORT_SEEDS
     c.experiment.forget_sizes = STUDY_SIZES
+    # The control: L2UL with the settings it had before development (is the choice a gain on
+    # fresh draws, or a development-draw artefact?).
+    c.methods.l2ul_untuned = default.l2ul_case(c.methods.l2ul, "l2ul")
     tune(c)
-    c.experiment.methods = CASES + BASELINES
+    c.experiment.methods = CASES + BASELINES + ("l2ul_untuned",)
 
 
 def tune(c) -> None:
