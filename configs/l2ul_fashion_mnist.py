@@ -137,7 +137,10 @@ def study(c, part: str) -> None:
     # fresh draws, or a development-draw artefact?).
     c.methods.l2ul_untuned = default.l2ul_case(c.methods.l2ul, "l2ul")
     tune(c)
-    c.experiment.methods = CASES + BASELINES + ("l2ul_untuned",)
+    # Equal forgetting (issue 11): the chosen L2UL with 4× the step cap, so that the draws
+    # where it stops at 1000 steps with D_f images left are run to Acc_Df = 0 as well.
+    c.methods.l2ul_long = default.l2ul_case(c.methods.l2ul, "l2ul", max_steps=4000)
+    c.experiment.methods = CASES + BASELINES + ("l2ul_untuned", "l2ul_long")
 
 
 def tune(c) -> None:
