@@ -14,6 +14,9 @@ Usage::
     python scripts/l2ul_table.py docs/results/data/l2ul_baseline_dev.results.json.gz \
         --select baselines
     python scripts/l2ul_table.py docs/results/data/l2ul_report.results.json.gz --against l2ul
+    python scripts/l2ul_table.py --continual \
+        tuned=docs/results/data/l2ul_continual_tuned.results.json.gz \
+        untuned=docs/results/data/l2ul_continual_untuned.results.json.gz
 """
 
 from __future__ import annotations
@@ -87,7 +90,8 @@ def selection(d: dict, forget_first: bool) -> list[str]:
 
 def paired(d: dict, ref: str) -> list[str]:
   lines = ["| k | reference − other | mean Δ difference | wins/ties/losses | sign test p | "
-           "equal forgetting |", "|---|---|---|---|---|---|"]
+           "equal forgetting | on draws both forgot all: n, mean, w/t/l, p |",
+           "|---|---|---|---|---|---|---|"]
   for (name, k) in sorted(d, key=lambda t: (t[1], t[0])):
     if name == ref or (ref, k) not in d:
       continue
@@ -96,9 +100,29 @@ def paired(d: dict, ref: str) -> list[str]:
     diff = np.array([a[s][0] - b[s][0] for s in seeds])
     equal = all(a[s][1] == 0 and b[s][1] == 0 for s in seeds)
     w, t, l = int((diff > 0).sum()), int((diff == 0).sum()), int((diff < 0).sum())
+    both = np.array([a[s][1] == 0 and b[s][1] == 0 for s in seeds])
+    sub = diff[both]
+    restricted = (f"{sub.size}, {sub.mean():+.1f}, {int((sub > 0).sum())}/{int((sub == 0).sum())}"
+                  f"/{int((sub < 0).sum())}, {sign_test(sub):.3g}" if sub.size else "0")
     lines.append(f"| {k} | {ref} − {name} | {diff.mean():+.1f} | {w}/{t}/{l} | "
-                 f"{sign_test(diff):.3g} | {'yes' if equal else 'no: one side kept D_f images'} |")
+                 f"{sign_test(diff):.3g} | {'yes' if equal else 'no: one side kept D_f images'} | "
+                 f"{restricted} |")
   return lines
+
+
+def continual(results: dict, label: str) -> list[str]:
+  """Continual rounds: per case and round, mean over seeds of Acc_test and (in brackets) of the
+  accuracy on every forget set so far (``acc_forget_all``: relapse of earlier rounds)."""
+  d = collections.defaultdict(lambda: collections.defaultdict(list))
+  for run in results["runs"]:
+    for name, row in run["methods"].items():
+      d[name][run["round"]].append((row["acc_test"], row.get("acc_forget_all", row["acc_forget"])))
+  out = []
+  for name in sorted(d):
+    cells = [f"{np.mean([a for a, _ in d[name][r]]):.1f} ({np.mean([b for _, b in d[name][r]]):.0f})"
+             for r in sorted(d[name])]
+    out.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+  return out
 
 
 def main() -> None:
@@ -107,7 +131,19 @@ def main() -> None:
   parser.add_argument("--against", default="", help="reference method for the paired table")
   parser.add_argument("--select", choices=("", "levers", "baselines"), default="",
                       help="rank methods by docs/selection.md's rule for L2UL levers or baselines")
+  parser.add_argument("--continual", action="store_true",
+                      help="continual rounds; each path may be LABEL=PATH")
   args = parser.parse_args()
+  if args.continual:
+    rows = []
+    for spec in args.results:
+      label, _, path = spec.rpartition("=")
+      rows += continual(load(path), label or path)
+    rounds = max(len(r.split("|")) for r in rows) - 4
+    print("| case | run | " + " | ".join(f"round {i + 1}" for i in range(rounds)) + " |")
+    print("|---|---|" + "---|" * rounds)
+    print("\n".join(rows))
+    return
   d = {}
   for path in args.results:
     d.update(draws(load(path)))
