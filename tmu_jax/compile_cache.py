@@ -6,7 +6,8 @@ own loss and data shapes, so each compiles once per job; with the cache on, a se
 new seed, class or workdir — loads them from disk instead. The cache is JAX's own (keyed by the
 program, the compile options, XLA flags and the jax version); results are the same bit for bit.
 It is bounded (least recently used entries go past ``MAX_BYTES``) and locked for concurrent
-processes by ``filelock``. Like every JAX flag it holds for the whole process.
+processes by ``filelock`` (without it installed: unbounded and unlocked). Like every JAX flag
+it holds for the whole process.
 """
 
 from __future__ import annotations
@@ -36,5 +37,15 @@ def enable(path: str) -> str:
     jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-  jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+  # JAX bounds (and locks) the folder only with filelock installed (a dependency of ours);
+  # without it, a bound would make every read fail, so the cache stays unbounded.
+  jax.config.update("jax_compilation_cache_max_size", MAX_BYTES if _have_filelock() else -1)
   return path
+
+
+def _have_filelock() -> bool:
+  try:
+    import filelock  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return False
+  return True
