@@ -4,7 +4,10 @@ M_o is the TMU embedded default's memorizing MLP (no weight decay): it is right 
 instance, most with float32 cross-entropy exactly 0, where METHODS §3's −CE has no gradient
 (FINDINGS.md, L2UL part). The cases therefore use the documented ``complement`` forget loss
 (docs/l2ul.md). Arguments (comma-separated): ``smoke`` (tiny), ``ksweep`` (k ∈ {1, 16, 64, 128,
-256}), ``continual`` (5 rounds of k = 16), ``relabel`` (mode relabel, L2UL cases only).
+256}), ``continual`` (5 rounds of k = 16), ``relabel`` (mode relabel, L2UL cases only);
+issue 11's study (docs/selection.md, docs/results/l2ul_study.md): ``dev``, ``dev2``,
+``baseline_dev`` (development seeds), ``report`` (report seeds) and ``tuned`` (the chosen
+settings on any other argument, e.g. ``continual,tuned``).
 """
 
 import ml_collections
@@ -107,10 +110,9 @@ CHOSEN_BASELINE_LR = dict(finetune=3.0, neg_grad=10.0, random_label=3.0, bad_tea
 
 def study(c, part: str) -> None:
   """``dev`` (``dev2``): every lever of LEVERS (LEVERS2) on case l2ul, k ∈ STUDY_SIZES,
-  DEV_SEEDS; ``baseline_dev``:
-  every baseline × BASELINE_LR at k = 16 on DEV_SEEDS; ``report``: the four cases with CHOSEN
-  and the baselines with CHOSEN_BASELINE_LR on REPORT_SEEDS. No gold model (L2UL's goal is
-  against M_o)."""
+  DEV_SEEDS; ``baseline_dev``: every baseline × BASELINE_LR at k = 16 on DEV_SEEDS;
+  ``report``: the four cases with CHOSEN, the baselines with CHOSEN_BASELINE_LR and the two
+  controls on REPORT_SEEDS. No gold model (L2UL's goal is against M_o)."""
   c.experiment.gold = False
   if part in ("dev", "dev2"):
     c.experiment.seeds = DEV_SEEDS

@@ -1,7 +1,7 @@
 """JAX's persistent compilation cache, turned on by ``config.compile_cache_dir``.
 
-On the embedded default (2-core CPU) about a third of a cold job is XLA compilation: 288
-programs, 43 s of backend compile out of 180 s (``docs/benchmarks.md``). Every method has its
+On the embedded default (2-core CPU) a first job compiles 231 programs, about 30 s of its
+178 s (``docs/benchmarks.md``). Every method has its
 own loss and data shapes, so each compiles once per job; with the cache on, a second job — a
 new seed, class or workdir — loads them from disk instead. The cache is JAX's own (keyed by the
 program, the compile options, XLA flags and the jax version); results are the same bit for bit.
