@@ -11,20 +11,13 @@ sign test. Usage::
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import math
 
 import numpy as np
 
 from tmu_jax.evaluation import epsilon as eps_lib
 from tmu_jax.evaluation.paired import sign_test
-
-
-def load(path: str) -> dict:
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8") as f:
-    return json.load(f)
+from tmu_jax.report.write import read_results
 
 
 def rows(run: dict) -> dict[str, dict]:
@@ -38,7 +31,7 @@ def main() -> None:
   ap.add_argument("results")
   ap.add_argument("--reference", default="tmu_plus")
   args = ap.parse_args()
-  results = load(args.results)
+  results = read_results(args.results)
   for run in results["runs"]:
     s = run["epsilon_settings"]
     settings = eps_lib.EpsilonSettings(grid_per_unit=s["grid_per_unit"], delta=s["delta"],

@@ -23,20 +23,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
-import json
 
 import numpy as np
 
 from tmu_jax.evaluation.paired import sign_test
+from tmu_jax.report.write import read_results
 
 GOAL_POINTS = 5.0
-
-
-def load(path: str) -> dict:
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8") as f:
-    return json.load(f)
 
 
 def draws(results: dict) -> dict:
@@ -138,7 +131,7 @@ def main() -> None:
     rows = []
     for spec in args.results:
       label, _, path = spec.rpartition("=")
-      rows += continual(load(path), label or path)
+      rows += continual(read_results(path), label or path)
     rounds = max(len(r.split("|")) for r in rows) - 4
     print("| case | run | " + " | ".join(f"round {i + 1}" for i in range(rounds)) + " |")
     print("|---|---|" + "---|" * rounds)
@@ -146,7 +139,7 @@ def main() -> None:
     return
   d = {}
   for path in args.results:
-    d.update(draws(load(path)))
+    d.update(draws(read_results(path)))
   print("\n".join(table(d)))
   if args.select:
     print()

@@ -18,13 +18,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import math
 
 import numpy as np
 
 from tmu_jax.evaluation.paired import sign_test
+from tmu_jax.report.write import read_results
 
 # metric name -> (how to read it from a row, floor key, True if higher is better)
 METRICS = {
@@ -32,12 +31,6 @@ METRICS = {
     "agreement": (lambda r: r["vs_gold"]["agreement"]["mean"], "agreement", True),
     "act_dist_l2": (lambda r: r["vs_gold"]["act_l2"]["mean"], "act_l2", False),
 }
-
-
-def load(path: str) -> dict:
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8") as f:
-    return json.load(f)
 
 
 def rows_of(run: dict) -> dict[str, dict]:
@@ -143,7 +136,7 @@ def main() -> None:
                   "(class, |D_f|, seed) are joined")
   ap.add_argument("--reference", default="tmu_plus")
   args = ap.parse_args()
-  runs = merged([load(path)["runs"] for path in args.results])
+  runs = merged([read_results(path)["runs"] for path in args.results])
   runs = [r for r in runs if "floor" in r]
   if not runs:
     raise SystemExit("error: no run with a gold-ensemble floor (experiment.gold_models >= 2)")

@@ -10,6 +10,7 @@ reads like NaN, so report.md can be rebuilt from results.json alone (:func:`rend
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 from typing import Any, Sequence
@@ -66,6 +67,13 @@ def write(workdir: str, results: dict[str, Any], with_plots: bool = True) -> Non
   workdir_lib.atomic_write_text(os.path.join(workdir, "report.md"), render(results))
 
 
+def read_results(path: str) -> dict[str, Any]:
+  """A results.json, or its gzipped copy (``.gz``, as committed under docs/results/data/)."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8") as f:
+    return json.load(f)  # older files may hold bare NaN; json.load accepts it, write() will not
+
+
 def run_key(run: dict) -> tuple:
   """What identifies one run across results files."""
   return tuple(run.get(k) for k in ("dataset", "arch", "scenario", "forget_class",
@@ -82,8 +90,7 @@ def merge(paths: Sequence[str], workdir: str) -> dict[str, Any]:
   """
   merged, index = None, {}
   for p in paths:
-    with open(p, encoding="utf-8") as f:
-      r = json.load(f)  # older files may hold bare NaN; json.load accepts it, write() will not
+    r = read_results(p)
     if merged is None:
       merged = dict(config=r["config"], runs=[], timing=dict(total_s=0.0), sources=[])
     for run in r["runs"]:  # keep pointers to per-run files valid from the new folder
