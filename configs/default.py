@@ -89,6 +89,14 @@ def l2ul_case(base, case: str, **overrides) -> ml_collections.ConfigDict:
   return v
 
 
+def scaled_lr(c, name: str, factor: float) -> ml_collections.ConfigDict:
+  """A copy of method ``name``'s section with its lr multiplied by ``factor`` (a tuning grid)."""
+  v = ml_collections.ConfigDict(c.methods[name].to_dict())
+  v.base = name
+  v.lr = float(v.lr) * factor
+  return v
+
+
 def tmu_variant(base, base_method: str = "tmu", mechanism: str | None = None,
                 epochs: int | None = None, **overrides) -> ml_collections.ConfigDict:
   """A copy of a TMU section with some options changed (for tmu_plus and ablations)."""

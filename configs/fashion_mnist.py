@@ -105,11 +105,11 @@ def get_config(arg: str | None = None):
       c.experiment.seeds = (100, 101, 102, 103, 104)
       for name in BASELINES:
         for tag, factor in LR_BUDGET.items():
-          c.methods[f"{name}_{tag}"] = scaled_lr(c, name, factor)
+          c.methods[f"{name}_{tag}"] = default.scaled_lr(c, name, factor)
           c.experiment.methods += (f"{name}_{tag}",)
     else:
       for name, factor in TUNED_LR.items():
-        c.methods[f"{name}_tuned"] = scaled_lr(c, name, factor)
+        c.methods[f"{name}_tuned"] = default.scaled_lr(c, name, factor)
         c.experiment.methods += (f"{name}_tuned",)
   elif arg == "random10":
     # SalUn's headline setting (Fan et al. 2024): random forgetting of 10% of T across classes
@@ -133,14 +133,6 @@ LR_BUDGET = dict(lr1=1.0, lr03=0.3, lr3=3.0, lr10=10.0)
 # Chosen on ``baseline_dev`` by the rule of docs/selection.md (development results there).
 TUNED_LR = dict(finetune=3.0, neg_grad=1.0, neg_grad_plus=1.0, random_label=1.0, bad_teacher=0.3,
                 scrub=10.0, salun=10.0)
-
-
-def scaled_lr(c, name: str, factor: float):
-  """A copy of baseline ``name``'s section with its lr multiplied by ``factor``."""
-  v = ml_collections.ConfigDict(c.methods[name].to_dict())
-  v.base = name
-  v.lr = float(v.lr) * factor
-  return v
 
 
 def full_twins(c):

@@ -10,8 +10,6 @@ issue 11's study (docs/selection.md, docs/results/l2ul_study.md): ``dev``, ``dev
 settings on any other argument, e.g. ``continual,tuned``).
 """
 
-import ml_collections
-
 from configs import default
 
 CASES = ("l2ul_naive", "l2ul_adv", "l2ul", "l2ul_oracle")
@@ -127,10 +125,7 @@ def study(c, part: str) -> None:
     c.experiment.methods = ()
     for name in BASELINES:
       for tag, factor in BASELINE_LR.items():
-        v = ml_collections.ConfigDict(c.methods[name].to_dict())
-        v.base = name
-        v.lr = float(v.lr) * factor
-        c.methods[f"{name}_{tag}"] = v
+        c.methods[f"{name}_{tag}"] = default.scaled_lr(c, name, factor)
         c.experiment.methods += (f"{name}_{tag}",)
   else:
     c.experiment.seeds = REPORT_SEEDS
