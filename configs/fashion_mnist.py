@@ -8,8 +8,6 @@ challenge's per-example ε score (METHODS §5b) and ``random10`` SalUn's random-
 Avg. Gap.
 """
 
-import ml_collections
-
 from configs import default
 
 
