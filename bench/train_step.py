@@ -1,14 +1,15 @@
 """Images/second of the compiled training loop (``tmu_jax.train.fit``) vs a plain PyTorch step
 loop, same net, same batch.
 
-    python bench/train_step.py [--nets cnn,resnet18] [--batch 128] [--steps 5]
+    python bench/train_step.py [--nets cnn,resnet18] [--conv xla,patches] [--batch 128] [--steps 5]
 
 Both sides: SGD momentum 0.9 with coupled weight decay 5e-4, softmax cross-entropy, float32,
 one batch of 32x32x3 images (uint8 → [0, 1] and normalisation inside the JAX step; PyTorch gets
 the float batch ready-made, which favours it slightly). The JAX side runs its timed steps in one
-compiled ``lax.scan`` chunk (one host sync) in ``fit``, and one jitted update per call in
-``step``; PyTorch runs one Python step at a time. Prints the ratios per net from one run;
-"compile s" is the first call of the jitted update less one timed step.
+compiled loop chunk (one host sync) in ``fit``, and one jitted update per call in ``step``;
+PyTorch runs one Python step at a time. Each net runs with each ``--conv`` (tmu_jax.models.conv:
+the library convolution, or im2col, which the CPU default "auto" picks). Prints the ratios per
+net from one run; "compile s" is the first call of the jitted update less one timed step.
 """
 
 import argparse
@@ -33,7 +34,8 @@ def _timed(fn, state) -> tuple:
   return state, time.perf_counter() - t0
 
 
-def jax_images_per_second(name: str, x: np.ndarray, y: np.ndarray, steps: int) -> tuple:
+def jax_images_per_second(name: str, conv: str, x: np.ndarray, y: np.ndarray,
+                          steps: int) -> tuple:
   """(fit images/s, single-step images/s, compile seconds of the single step) on one batch.
 
   ``fit``: the engine as every training uses it. The stream holds exactly one batch, so an
@@ -42,7 +44,7 @@ def jax_images_per_second(name: str, x: np.ndarray, y: np.ndarray, steps: int) -
   ``step``: the same update (``train.step.apply_update``) jitted alone, one call per step, as
   the PyTorch loop runs: the difference is the cost of running the update inside the loop.
   """
-  model = get_model(name, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+  model = get_model(name, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), conv=conv)
   opt = train.Optimizer("sgd", 0.01, momentum=0.9, weight_decay=5e-4, total_steps=3 * steps)
   state = train.new_state(jax.random.key(0), model, x.shape[1:], opt)
   images, labels = jnp.asarray(x), jnp.asarray(y)
@@ -97,6 +99,7 @@ def torch_images_per_second(name: str, x: np.ndarray, y: np.ndarray, steps: int,
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--nets", default="cnn,resnet18")
+  p.add_argument("--conv", default="xla,patches")
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--steps", type=int, default=5)
   args = p.parse_args()
@@ -108,13 +111,14 @@ def main():
   y = rng.integers(0, 10, args.batch).astype(np.int32)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__} on "
         f"{device}; batch {args.batch}, {args.steps} timed steps after one warm-up")
-  print(f"{'net':10s} {'fit img/s':>10s} {'step img/s':>11s} {'torch img/s':>12s} "
-        f"{'fit/torch':>10s} {'step/torch':>11s} {'compile s':>10s}")
+  print(f"{'net':18s} {'fit img/s':>10s} {'step img/s':>11s} {'torch img/s':>12s} "
+        f"{'fit/step':>9s} {'fit/torch':>10s} {'step/torch':>11s} {'compile s':>10s}")
   for name in args.nets.split(","):
-    fit, step, compile_s = jax_images_per_second(name, x, y, args.steps)
     t = torch_images_per_second(name, x, y, args.steps, device)
-    print(f"{name:10s} {fit:10.1f} {step:11.1f} {t:12.1f} {fit / t:10.2f} {step / t:11.2f} "
-          f"{compile_s:10.1f}", flush=True)
+    for conv in args.conv.split(","):
+      fit, step, compile_s = jax_images_per_second(name, conv, x, y, args.steps)
+      print(f"{name + '/' + conv:18s} {fit:10.1f} {step:11.1f} {t:12.1f} {fit / step:9.2f} "
+            f"{fit / t:10.2f} {step / t:11.2f} {compile_s:10.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from tmu_jax.models import register
 from tmu_jax.models.common import normalize
+from tmu_jax.models.conv import conv_general_dilated
 
 
 class AllCNN(nn.Module):
@@ -33,6 +34,7 @@ class AllCNN(nn.Module):
   dropout: float = 0.0  # the paper uses 0.5 after each stride-2 conv (and 0.2 on the input)
   mean: Sequence[float] = (0.5,)
   std: Sequence[float] = (0.5,)
+  conv: str = "auto"  # tmu_jax.models.conv: "patches" (im2col) on CPU, the library conv else
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
@@ -43,7 +45,8 @@ class AllCNN(nn.Module):
 
     def conv(h, feats: int, kernel: int = 3, stride: int = 1, padding: int = 1):
       # BN's shift makes a conv bias redundant; PyTorch BN defaults (momentum 0.1, eps 1e-5).
-      h = nn.Conv(feats, (kernel, kernel), stride, padding=padding, use_bias=False)(h)
+      h = nn.Conv(feats, (kernel, kernel), stride, padding=padding, use_bias=False,
+                  conv_general_dilated=conv_general_dilated(self.conv))(h)
       h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(h)
       return nn.relu(h)
 
@@ -61,12 +64,14 @@ class AllCNN(nn.Module):
 
 
 @register("allcnn")
-def allcnn(num_classes: int, mean, std, width: int = 96, dropout: float = 0.0) -> nn.Module:
+def allcnn(num_classes: int, mean, std, width: int = 96, dropout: float = 0.0,
+           conv: str = "auto") -> nn.Module:
   """All-CNN-C with batch norm; ``width`` 96 is the paper's, ``dropout`` 0 is off."""
   if not isinstance(width, Integral) or width < 1:
     raise ValueError(f"model.kwargs.width must be a positive int (96 = the paper's All-CNN-C); "
                      f"got {width!r}")
   if not 0.0 <= dropout < 1.0:
     raise ValueError(f"model.kwargs.dropout must be in [0, 1); got {dropout!r}")
+  conv_general_dilated(conv)  # validates
   return AllCNN(num_classes=num_classes, width=int(width), dropout=float(dropout), mean=mean,
-                std=std)
+                std=std, conv=conv)
