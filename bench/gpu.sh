@@ -90,7 +90,7 @@ main() {
   # Members = sequential fits on this backend (prints max |dparams|; TF32 or another matmul
   # algorithm under vmap may differ more than on the CPU, hence the looser tolerance).
   part ensemble-check 40 "$PY" bench/ensemble.py --models mlp cnn --check-only --tol 1e-3
-  part train-step 80 "$PY" bench/train_step.py --nets cnn,resnet18 --steps 20
+  part train-step 80 "$PY" bench/train_step.py --nets cnn,resnet18 --conv auto --steps 20
   part adv-set 40 "$PY" bench/adv_set.py --repeats 3
   echo "== bench/gpu.sh: ${SECONDS} s in all"
 }

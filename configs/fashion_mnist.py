@@ -101,6 +101,23 @@ def get_config(arg: str | None = None):
     c.experiment.gold_models = 4
     c.methods.tmu_plus_full_twins = full_twins(c)
     c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_full_twins")
+  elif arg == "study_cnn":
+    # Issue 11's conv-net check: the study's protocol on the small CNN (models/cnn.py, im2col
+    # convolutions on CPU) for a subset of its problems, the three classes of ``epsilon3`` ×
+    # seeds 0-1, on a 5 000-image subset for 20 epochs (2 CPU cores), every subclass method,
+    # the tuned baselines (lr factors chosen for the MLP: not re-tuned), TMU+'s random control
+    # and its gold-label oracle. Settings were fixed before any CNN run.
+    c = get_config("study")
+    c.model.name = "cnn"
+    c.data.train_subset = 5000
+    c.train.epochs = 20
+    c.experiment.forget_classes = (6, 4, 2)
+    c.experiment.seeds = (0, 1)
+    c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_oracle")
+    for name, factor in TUNED_LR.items():
+      if factor != 1.0:
+        c.methods[f"{name}_tuned"] = default.scaled_lr(c, name, factor)
+        c.experiment.methods += (f"{name}_tuned",)
   elif arg in ("baseline_dev", "baseline_report"):
     # Issue 11: every baseline gets the same small tuning budget, its lr × {1, 0.3, 3, 10}
     # (docs/selection.md). ``baseline_dev``: the study's recipe at development seeds 100-104
@@ -132,8 +149,8 @@ def get_config(arg: str | None = None):
                             "bad_teacher", "scrub", "salun")
   elif arg:
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
-                     "sweep_full, sizes, epsilon, epsilon3, epsilon_cost, cost, study, baseline_dev, "
-                     "baseline_report, random10")
+                     "sweep_full, sizes, epsilon, epsilon3, epsilon_cost, cost, study, study_cnn, "
+                     "baseline_dev, baseline_report, random10")
   return c
 
 
