@@ -3,9 +3,12 @@
 For every row: F (forgetting quality) with its standard error over the forget examples, the
 final score, Avg. Gap, agreement and its floors, RTE; and, paired over the forget examples, each
 row's points minus a reference row's (default tmu_plus): mean difference ± s.e. and a two-sided
-sign test. Usage::
+sign test. With several runs (``epsilon3``: one per class) it ends with the pooled table: F per
+run and its mean, and the points paired over every forget example of every run, with the number
+of runs each row beats the reference in. Usage::
 
     python scripts/epsilon_table.py docs/results/data/fashion_mnist_epsilon.results.json.gz
+    python scripts/epsilon_table.py docs/results/data/fashion_mnist_epsilon3.results.json.gz
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def main() -> None:
   ap.add_argument("--reference", default="tmu_plus")
   args = ap.parse_args()
   results = read_results(args.results)
+  pooled: dict[str, list[np.ndarray]] = {}
   for run in results["runs"]:
     s = run["epsilon_settings"]
     settings = eps_lib.EpsilonSettings(grid_per_unit=s["grid_per_unit"], delta=s["delta"],
@@ -41,6 +45,8 @@ def main() -> None:
     points = {k: eps_lib.epsilon_points(np.asarray(v["epsilon"]["eps"]), settings)
               for k, v in table.items()}
     ref = points.get(args.reference)
+    for k, p in points.items():
+      pooled.setdefault(k, []).append(p)
     print(f"class {run['forget_class']}, seed {run['seed']}: N = {s['n']} models a side, "
           f"G = {run['gold_models']} gold, |D_f| = {run['forget_size']}")
     print(f"| row | F ± s.e. | final score | Avg. Gap | agreement (floors) | RTE | "
@@ -63,6 +69,32 @@ def main() -> None:
             f"{v.get('avg_gap', float('nan')):.2f} | "
             f"{agree.get('mean', float('nan')):.1f} ({'–' if floors is None else f'{floors:.1f}'})"
             f" | {'–' if rte is None else f'{rte:.3f}'} | {paired} | {pval} |")
+    print()
+  if len(results["runs"]) > 1:
+    print_pooled(pooled, [f"c{r['forget_class']}/s{r['seed']}" for r in results["runs"]],
+                 args.reference)
+
+
+def print_pooled(pooled: dict[str, list[np.ndarray]], names: list[str], reference: str) -> None:
+  """F per run, its mean over runs, and the points − reference paired over all examples."""
+  rows_ = {k: v for k, v in pooled.items() if len(v) == len(names)}
+  ref = rows_.get(reference)
+  print(f"Pooled over {len(names)} runs ({', '.join(names)}): F per run, mean F, and points − "
+        f"{reference} paired over every forget example of every run")
+  print(f"| row | {' | '.join('F ' + n for n in names)} | mean F | points − {reference} "
+        f"(± s.e.) | runs above {reference} | sign test p |")
+  print("|---|" + "---|" * (len(names) + 4))
+  order = sorted(rows_, key=lambda k: -np.mean([p.mean() for p in rows_[k]]))
+  for k in order:
+    fs = [p.mean() for p in rows_[k]]
+    cells = " | ".join(f"{f:.3f}" for f in fs)
+    paired, above, pval = "–", "–", "–"
+    if ref is not None and k != reference:
+      d = np.concatenate([p - r for p, r in zip(rows_[k], ref)])
+      paired = f"{d.mean():+.3f} ± {d.std(ddof=1) / math.sqrt(d.size):.3f}"
+      above = f"{sum(p.mean() > r.mean() for p, r in zip(rows_[k], ref))} / {len(names)}"
+      pval = f"{sign_test(d):.2g}"
+    print(f"| {k} | {cells} | {np.mean(fs):.3f} | {paired} | {above} | {pval} |")
 
 
 if __name__ == "__main__":
