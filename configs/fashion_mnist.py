@@ -5,7 +5,9 @@ on D_f while the gold model M_g is not, which is what there is to unlearn. Argum
 ``smoke`` shrinks everything for a quick check; ``sweep`` / ``sweep_full`` run every class × 3 seeds
 with the TMU ablation variants; ``sizes`` is TMU Fig. 3's |D_f| sweep; ``epsilon`` the NeurIPS 2023
 challenge's per-example ε score (METHODS §5b) and ``random10`` SalUn's random-10% setting with
-Avg. Gap.
+Avg. Gap. Issue 11's study: ``study`` (30 runs), ``baseline_dev`` / ``baseline_report`` (the
+baselines' tuning), ``epsilon3`` (ε on three classes), ``study_cnn`` (the small CNN),
+``study_full`` (all 60 000 images), ``scrub_bn`` (SCRUB on a BatchNorm network).
 """
 
 from configs import default
@@ -118,6 +120,33 @@ def get_config(arg: str | None = None):
       if factor != 1.0:
         c.methods[f"{name}_tuned"] = default.scaled_lr(c, name, factor)
         c.experiment.methods += (f"{name}_tuned",)
+  elif arg == "study_full":
+    # Issue 11's check on all 60 000 training images (``sweep_full``'s recipe, 50 epochs), where
+    # the class pool of 1 200 makes TMU+'s eight twin draws disjoint: the three classes of
+    # ``epsilon3`` at seed 0, a 4-model gold ensemble, the study's methods and controls and the
+    # tuned baselines. The full 30-run ``sweep_full`` is about 4 h here.
+    c = get_config("study")
+    c.data.train_subset = 0
+    c.train.epochs = 50
+    c.experiment.forget_classes = (6, 4, 2)
+    c.experiment.seeds = (0,)
+    c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_oracle")
+    for name, factor in TUNED_LR.items():
+      if factor != 1.0:
+        c.methods[f"{name}_tuned"] = default.scaled_lr(c, name, factor)
+        c.experiment.methods += (f"{name}_tuned",)
+  elif arg == "scrub_bn":
+    # Issue 11: SCRUB on a network where its max pass has a gradient. All-CNN-C (width 16) has
+    # BatchNorm after every conv, so the train-mode student differs from the eval-mode teacher
+    # even at student = teacher (tests/test_scrub_salun.py). One problem (class 6, seed 0) on a
+    # 3 000-image subset, 15 epochs, a 2-model gold ensemble: does SCRUB move D_f here?
+    c.model.name = "allcnn"
+    c.model.kwargs.width = 16
+    c.data.train_subset = 3000
+    c.train.epochs = 15
+    c.experiment.gold_models = 2
+    c.experiment.methods = ("finetune", "scrub", "scrub_tuned")
+    c.methods.scrub_tuned = default.scaled_lr(c, "scrub", TUNED_LR["scrub"])
   elif arg in ("baseline_dev", "baseline_report"):
     # Issue 11: every baseline gets the same small tuning budget, its lr × {1, 0.3, 3, 10}
     # (docs/selection.md). ``baseline_dev``: the study's recipe at development seeds 100-104
@@ -150,7 +179,7 @@ def get_config(arg: str | None = None):
   elif arg:
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
                      "sweep_full, sizes, epsilon, epsilon3, epsilon_cost, cost, study, study_cnn, "
-                     "baseline_dev, baseline_report, random10")
+                     "study_full, scrub_bn, baseline_dev, baseline_report, random10")
   return c
 
 
