@@ -71,9 +71,7 @@ def get_config(arg: str | None = None):
     # defaults.
     c = get_config("epsilon")
     c.experiment.forget_classes = (6, 4, 2)
-    for name in ("finetune", "bad_teacher", "scrub", "salun"):
-      c.methods[f"{name}_tuned"] = default.scaled_lr(c, name, TUNED_LR[name])
-      c.experiment.methods += (f"{name}_tuned",)
+    c.experiment.methods += add_tuned(c)
   elif arg in ("epsilon_cost", "cost"):
     # Issue 11's cost levers for TMU+ (M_t on a share of D_r, fewer epochs, disjoint draws):
     # ``epsilon_cost`` on the epsilon problem (same data, gold ensemble and N; a rerun in the
@@ -116,10 +114,7 @@ def get_config(arg: str | None = None):
     c.experiment.forget_classes = (6, 4, 2)
     c.experiment.seeds = (0,)
     c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_oracle")
-    for name, factor in TUNED_LR.items():
-      if factor != 1.0:
-        c.methods[f"{name}_tuned"] = default.scaled_lr(c, name, factor)
-        c.experiment.methods += (f"{name}_tuned",)
+    c.experiment.methods += add_tuned(c)
   elif arg == "study_full":
     # Issue 11's check on all 60 000 training images (``sweep_full``'s recipe, 50 epochs), where
     # the class pool of 1 200 makes TMU+'s eight twin draws disjoint: the three classes of
@@ -131,10 +126,7 @@ def get_config(arg: str | None = None):
     c.experiment.forget_classes = (6, 4, 2)
     c.experiment.seeds = (0,)
     c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_oracle")
-    for name, factor in TUNED_LR.items():
-      if factor != 1.0:
-        c.methods[f"{name}_tuned"] = default.scaled_lr(c, name, factor)
-        c.experiment.methods += (f"{name}_tuned",)
+    c.experiment.methods += add_tuned(c)
   elif arg == "scrub_bn":
     # Issue 11: SCRUB on a network where its max pass has a gradient. All-CNN-C (width 16) has
     # BatchNorm after every conv, so the train-mode student differs from the eval-mode teacher
@@ -189,6 +181,16 @@ LR_BUDGET = dict(lr1=1.0, lr03=0.3, lr3=3.0, lr10=10.0)
 # Chosen on ``baseline_dev`` by the rule of docs/selection.md (development results there).
 TUNED_LR = dict(finetune=3.0, neg_grad=1.0, neg_grad_plus=1.0, random_label=1.0, bad_teacher=0.3,
                 scrub=10.0, salun=10.0)
+
+
+def add_tuned(c) -> tuple:
+  """The baselines whose tuned lr factor is not 1, as ``<name>_tuned`` sections; their names."""
+  names = ()
+  for name, factor in TUNED_LR.items():
+    if factor != 1.0:
+      c.methods[f"{name}_tuned"] = default.scaled_lr(c, name, factor)
+      names += (f"{name}_tuned",)
+  return names
 
 
 def full_twins(c):
