@@ -115,6 +115,28 @@ def get_config(arg: str | None = None):
     c.experiment.seeds = (0,)
     c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_oracle")
     c.experiment.methods += add_tuned(c)
+  elif arg in ("cnn_unlearn_dev", "study_cnn_tuned"):
+    # TMU+'s unlearning strength for the CNN (docs/selection.md): ``cnn_unlearn_dev`` runs the
+    # oracle with unlearn.lr × CNN_UNLEARN_GRID at development seed 100; ``study_cnn_tuned``
+    # adds TMU+ with the chosen factor (its control and oracle too) to ``study_cnn``'s runs.
+    c = get_config("study_cnn")
+    if arg == "cnn_unlearn_dev":
+      c.experiment.seeds = (100,)
+      c.experiment.gold_models = 1
+      c.experiment.methods = ()
+      for tag, factor in CNN_UNLEARN_GRID.items():
+        v = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus_oracle")
+        v.unlearn.lr = float(v.unlearn.lr) * factor
+        c.methods[f"tmu_plus_oracle_{tag}"] = v
+        c.experiment.methods += (f"tmu_plus_oracle_{tag}",)
+    else:
+      tuned = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus")
+      tuned.unlearn.lr = float(tuned.unlearn.lr) * CNN_UNLEARN_LR
+      c.methods.tmu_plus_cnn = tuned
+      c.methods.tmu_plus_cnn_random = default.tmu_variant(tuned, base_method="tmu_plus",
+                                                          threshold="random")
+      c.methods.tmu_plus_cnn_oracle = default.tmu_variant(tuned, base_method="tmu_plus_oracle")
+      c.experiment.methods = ("tmu_plus_cnn", "tmu_plus_cnn_random", "tmu_plus_cnn_oracle")
   elif arg == "study_full":
     # Issue 11's check on all 60 000 training images (``sweep_full``'s recipe, 50 epochs), where
     # the class pool of 1 200 makes TMU+'s eight twin draws disjoint: the three classes of
@@ -171,7 +193,8 @@ def get_config(arg: str | None = None):
   elif arg:
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
                      "sweep_full, sizes, epsilon, epsilon3, epsilon_cost, cost, study, study_cnn, "
-                     "study_full, scrub_bn, baseline_dev, baseline_report, random10")
+                     "cnn_unlearn_dev, study_cnn_tuned, study_full, scrub_bn, baseline_dev, "
+                     "baseline_report, random10")
   return c
 
 
@@ -181,6 +204,12 @@ LR_BUDGET = dict(lr1=1.0, lr03=0.3, lr3=3.0, lr10=10.0)
 # Chosen on ``baseline_dev`` by the rule of docs/selection.md (development results there).
 TUNED_LR = dict(finetune=3.0, neg_grad=1.0, neg_grad_plus=1.0, random_label=1.0, bad_teacher=0.3,
                 scrub=10.0, salun=10.0)
+
+
+# TMU+'s unlearn.lr factors tried for the CNN on development draws, and the one chosen there by
+# docs/selection.md's rule (None until it is chosen).
+CNN_UNLEARN_GRID = dict(lr1=1.0, lr03=0.3, lr01=0.1, lr003=0.03)
+CNN_UNLEARN_LR = None
 
 
 def add_tuned(c) -> tuple:
