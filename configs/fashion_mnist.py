@@ -159,8 +159,11 @@ def get_config(arg: str | None = None):
     c.data.train_subset = 3000
     c.train.epochs = 15
     c.experiment.gold_models = 2
-    c.experiment.methods = ("finetune", "scrub", "scrub_tuned")
+    c.experiment.methods = ("finetune", "scrub", "scrub_tuned", "scrub_min_only")
     c.methods.scrub_tuned = default.scaled_lr(c, "scrub", TUNED_LR["scrub"])
+    # Ablation: the min passes alone (no max pass), to see which pass moves D_f.
+    c.methods.scrub_min_only = default.scaled_lr(c, "scrub", 1.0)
+    c.methods.scrub_min_only.msteps = 0
   elif arg in ("baseline_dev", "baseline_report"):
     # Issue 11: every baseline gets the same small tuning budget, its lr × {1, 0.3, 3, 10}
     # (docs/selection.md). ``baseline_dev``: the study's recipe at development seeds 100-104
