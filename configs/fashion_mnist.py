@@ -111,10 +111,7 @@ def get_config(arg: str | None = None):
     c.model.name = "cnn"
     c.data.train_subset = 5000
     c.train.epochs = 20
-    c.experiment.forget_classes = (6, 4, 2)
-    c.experiment.seeds = (0,)
-    c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_oracle")
-    c.experiment.methods += add_tuned(c)
+    three_class_check(c)
   elif arg in ("cnn_unlearn_dev", "study_cnn_tuned"):
     # TMU+'s unlearning strength for the CNN (docs/selection.md): ``cnn_unlearn_dev`` runs the
     # oracle with unlearn.lr × CNN_UNLEARN_GRID at development seed 100; ``study_cnn_tuned``
@@ -145,10 +142,7 @@ def get_config(arg: str | None = None):
     c = get_config("study")
     c.data.train_subset = 0
     c.train.epochs = 50
-    c.experiment.forget_classes = (6, 4, 2)
-    c.experiment.seeds = (0,)
-    c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_oracle")
-    c.experiment.methods += add_tuned(c)
+    three_class_check(c)
   elif arg == "scrub_bn":
     # Issue 11: SCRUB on a network where its max pass has a gradient. All-CNN-C (width 16) has
     # BatchNorm after every conv, so the train-mode student differs from the eval-mode teacher
@@ -214,6 +208,15 @@ TUNED_LR = dict(finetune=3.0, neg_grad=1.0, neg_grad_plus=1.0, random_label=1.0,
 # point, the larger wins).
 CNN_UNLEARN_GRID = dict(lr1=1.0, lr03=0.3, lr01=0.1, lr003=0.03)
 CNN_UNLEARN_LR = 0.1
+
+
+def three_class_check(c) -> None:
+  """The study's smaller checks (``study_cnn``, ``study_full``): the classes of ``epsilon3`` at
+  seed 0, every subclass method, TMU+'s random control and oracle, and the tuned baselines."""
+  c.experiment.forget_classes = (6, 4, 2)
+  c.experiment.seeds = (0,)
+  c.experiment.methods = SUBCLASS_METHODS + ("tmu_plus_random", "tmu_plus_oracle")
+  c.experiment.methods += add_tuned(c)
 
 
 def add_tuned(c) -> tuple:
