@@ -35,25 +35,17 @@ def patch_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides, padding, lhs_
   non-negative padding); anything else (input dilation, feature groups, other layouts,
   negative padding) is passed to ``lax.conv_general_dilated`` unchanged.
   """
-  nhwc = ("NHWC", "HWIO", "NHWC")
-  dims_ok = (lhs.ndim == 4 and rhs.ndim == 4 and dimension_numbers is not None
-             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, nhwc))
-  plain = dims_ok and feature_group_count == 1 and not kwargs and all(
-      d == 1 for d in (lhs_dilation or (1, 1)))
-  kh, kw, cin, cout = rhs.shape if rhs.ndim == 4 else (0, 0, 0, 0)
-  dh, dw = rhs_dilation or (1, 1)
-  sh, sw = window_strides
-  n, h, w, _ = lhs.shape if lhs.ndim == 4 else (0, 0, 0, 0)
-  window = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
-  if plain:
-    pads = (lax.padtype_to_pads((h, w), window, (sh, sw), padding) if isinstance(padding, str)
-            else tuple(tuple(p) for p in padding))
-    plain = all(p >= 0 for pair in pads for p in pair)
-  if not plain:
+  pads = _covered_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                       dimension_numbers, feature_group_count, kwargs)
+  if pads is None:
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                     rhs_dilation, dimension_numbers, feature_group_count,
                                     precision=precision, **kwargs)
+  n, cin = lhs.shape[0], lhs.shape[3]
+  kh, kw, _, cout = rhs.shape
+  dh, dw = rhs_dilation or (1, 1)
+  sh, sw = window_strides
+  window = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
   x = jnp.pad(lhs, ((0, 0), pads[0], pads[1], (0, 0)))
   oh = (x.shape[1] - window[0]) // sh + 1
   ow = (x.shape[2] - window[1]) // sw + 1
@@ -65,6 +57,23 @@ def patch_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides, padding, lhs_
   patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
   return lax.dot_general(patches, rhs.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())),
                          precision=precision)
+
+
+def _covered_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                  dimension_numbers, feature_group_count, extra) -> tuple | None:
+  """The explicit ((top, bottom), (left, right)) padding of a convolution ``patch_conv``
+  computes itself, or None for one it passes on."""
+  nhwc = ("NHWC", "HWIO", "NHWC")
+  if (lhs.ndim != 4 or rhs.ndim != 4 or dimension_numbers is None or feature_group_count != 1
+      or extra or any(d != 1 for d in (lhs_dilation or (1, 1)))
+      or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+      != lax.conv_dimension_numbers(lhs.shape, rhs.shape, nhwc)):
+    return None
+  dh, dw = rhs_dilation or (1, 1)
+  window = ((rhs.shape[0] - 1) * dh + 1, (rhs.shape[1] - 1) * dw + 1)
+  pads = (lax.padtype_to_pads(lhs.shape[1:3], window, window_strides, padding)
+          if isinstance(padding, str) else tuple(tuple(p) for p in padding))
+  return pads if all(p >= 0 for pair in pads for p in pair) else None
 
 
 def conv_general_dilated(impl: str = "auto") -> Callable | None:
