@@ -59,12 +59,8 @@ def main() -> None:
       agree = v.get("vs_gold", {}).get("agreement", {})
       floors = v.get("floors_away", {}).get("agreement")
       rte = v.get("rte")
-      paired = "–"
-      pval = "–"
-      if ref is not None and k != args.reference:
-        d = p - ref
-        paired = f"{d.mean():+.3f} ± {d.std(ddof=1) / math.sqrt(d.size):.3f}"
-        pval = f"{sign_test(d):.2g}"
+      paired, pval = (paired_cells(p - ref) if ref is not None and k != args.reference
+                      else ("–", "–"))
       print(f"| {k} | {p.mean():.3f} ± {se:.3f} | {v['epsilon']['final_score']:.3f} | "
             f"{v.get('avg_gap', float('nan')):.2f} | "
             f"{agree.get('mean', float('nan')):.1f} ({'–' if floors is None else f'{floors:.1f}'})"
@@ -73,6 +69,11 @@ def main() -> None:
   if len(results["runs"]) > 1:
     print_pooled(pooled, [f"c{r['forget_class']}/s{r['seed']}" for r in results["runs"]],
                  args.reference)
+
+
+def paired_cells(d: np.ndarray) -> tuple[str, str]:
+  """("mean ± s.e.", "sign-test p") of paired per-example point differences ``d``."""
+  return f"{d.mean():+.3f} ± {d.std(ddof=1) / math.sqrt(d.size):.3f}", f"{sign_test(d):.2g}"
 
 
 def print_pooled(pooled: dict[str, list[np.ndarray]], names: list[str], reference: str) -> None:
@@ -90,10 +91,8 @@ def print_pooled(pooled: dict[str, list[np.ndarray]], names: list[str], referenc
     cells = " | ".join(f"{f:.3f}" for f in fs)
     paired, above, pval = "–", "–", "–"
     if ref is not None and k != reference:
-      d = np.concatenate([p - r for p, r in zip(rows_[k], ref)])
-      paired = f"{d.mean():+.3f} ± {d.std(ddof=1) / math.sqrt(d.size):.3f}"
+      paired, pval = paired_cells(np.concatenate([p - r for p, r in zip(rows_[k], ref)]))
       above = f"{sum(p.mean() > r.mean() for p, r in zip(rows_[k], ref))} / {len(names)}"
-      pval = f"{sign_test(d):.2g}"
     print(f"| {k} | {cells} | {np.mean(fs):.3f} | {paired} | {above} | {pval} |")
 
 

@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from tmu_jax.evaluation.paired import sign_test
-from tmu_jax.report.write import read_results
+from tmu_jax.report.write import read_results, run_key
 
 # metric name -> (how to read it from a row, floor key, True if higher is better)
 METRICS = {
@@ -117,12 +117,13 @@ def is_oracle(name: str) -> bool:
 
 
 def merged(files: list[list[dict]]) -> list[dict]:
-  """The runs of several results files, joined by (class, |D_f|, seed): a later file's methods
-  are added to the same run (a second pass over the same cached models, e.g. an oracle)."""
+  """The runs of several results files, joined by ``report.write.run_key`` (dataset, network,
+  class, |D_f|, seed, ...): a later file's methods are added to the same run (a second pass
+  over the same cached models, e.g. an oracle)."""
   index: dict[tuple, dict] = {}
   for runs in files:
     for run in runs:
-      key = (run["forget_class"], run["forget_size"], run["seed"])
+      key = run_key(run)
       if key in index:
         index[key]["methods"].update(run["methods"])
       else:
@@ -132,8 +133,8 @@ def merged(files: list[list[dict]]) -> list[dict]:
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("results", nargs="+", help="results.json(.gz) files; runs of the same "
-                  "(class, |D_f|, seed) are joined")
+  ap.add_argument("results", nargs="+", help="results.json(.gz) files; the same run "
+                  "(class, |D_f|, seed, ...) in several is joined")
   ap.add_argument("--reference", default="tmu_plus")
   args = ap.parse_args()
   runs = merged([read_results(path)["runs"] for path in args.results])
