@@ -77,6 +77,21 @@ def _rejects(c, field: str) -> str:
   return msg
 
 
+@pytest.mark.parametrize("name,kwargs,says", [
+    ("cnn", dict(conv="im2col"), "model.kwargs.conv must be one of auto, xla, patches"),
+    ("cnn", dict(chanels=(4,)), "unexpected keyword argument 'chanels'"),
+    ("resnet18", dict(width=0), "model.kwargs.width must be a positive int"),
+    ("allcnn", dict(dropout=1.0), "model.kwargs.dropout must be in [0, 1)")])
+def test_model_kwargs_are_checked_before_any_work(name, kwargs, says):
+  """A constructor argument the model refuses (or does not have) is one ConfigError naming
+  model.kwargs, not a traceback once training starts."""
+  from configs import fashion_mnist
+  c = fashion_mnist.get_config()
+  c.model.name = name
+  c.model.kwargs = ml_collections.ConfigDict(kwargs)
+  assert says in _rejects(c, "model.kwargs")
+
+
 # ----------------------------------------------------------------------------- every method field
 
 

@@ -89,13 +89,24 @@ def check_config(c) -> None:
   _bool(c, "verbose")
   _check(c, "compile_cache_dir", schema.Check("str"))
   _check_data(c)
-  _choice(c, "model.name", models.available())
+  _check_model(c)
   protocol.recipe_of(c)  # every train.* field, by the Recipe schema
   _int(c, "num_devices", 0)
   _check_experiment(c)
   schema.parse(Evaluation, _get(c, "evaluation"), "evaluation")
   _check_methods(c)
   _check_devices(c)
+
+
+def _check_model(c) -> None:
+  """model.name is registered and the constructor accepts model.kwargs (building a linen module
+  runs no computation; each factory checks its own arguments and names the field)."""
+  name = _choice(c, "model.name", models.available())
+  kwargs = _get(c, "model.kwargs")
+  try:
+    models.get_model(name, 10, **(kwargs.to_dict() if hasattr(kwargs, "to_dict") else kwargs))
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config field model.kwargs is not valid for {name}: {e}") from None
 
 
 def _check_data(c) -> None:
