@@ -71,11 +71,14 @@ def apply_arg(c, arg: str | None):
       c.methods.l2ul.lam = 0.1
     elif a in ("dev", "dev2", "baseline_dev", "report"):
       study(c, a)
+    elif a in ("relabel_dev", "relabel_report"):
+      relabel_study(c, a)
     elif a == "tuned":  # the settings chosen on development seeds (e.g. ``continual,tuned``)
       tune(c)
     elif a:
       raise ValueError(f"unknown config argument {a!r}; valid: smoke, ksweep, continual, relabel, "
-                       "dev, dev2, baseline_dev, report, tuned (comma-separated)")
+                       "dev, dev2, baseline_dev, report, tuned, relabel_dev, relabel_report "
+                       "(comma-separated)")
   return c
 
 
@@ -102,6 +105,14 @@ LEVERS2 = dict(combo=dict(forget_loss="complement_correct", rep_lam=1e-2, lr=3e-
 BASELINE_LR = dict(lr1=1.0, lr3=3.0, lr10=10.0)
 # Chosen on ``dev`` / ``baseline_dev`` by docs/selection.md's rule (filled in after dev ran).
 CHOSEN = dict(rep_lam=1e-2)
+# Relabel mode (docs/selection.md, "L2UL relabel mode"): λ × the representation anchor at
+# k = 16 on DEV_SEEDS; ``base`` is the setting ``relabel`` had before (λ 0.1, no anchor).
+RELABEL_LEVERS = dict(base=dict(lam=0.1), lam3e2=dict(lam=0.03), lam3e1=dict(lam=0.3),
+                      rep=dict(lam=0.1, rep_lam=1e-2), lam3e2_rep=dict(lam=0.03, rep_lam=1e-2),
+                      lam3e1_rep=dict(lam=0.3, rep_lam=1e-2))
+RELABEL_SIZE = 16
+# Chosen on ``relabel_dev`` by docs/selection.md's rule (filled in after relabel_dev ran).
+RELABEL_CHOSEN: dict = {}
 CHOSEN_BASELINE_LR = dict(finetune=3.0, neg_grad=10.0, random_label=3.0, bad_teacher=3.0,
                           scrub=1.0, salun=3.0)
 
@@ -148,3 +159,26 @@ def tune(c) -> None:
   for name, factor in CHOSEN_BASELINE_LR.items():
     c.methods[name].lr = float(c.methods[name].lr) * factor
 
+
+
+def relabel_study(c, part: str) -> None:
+  """Relabel mode, k = RELABEL_SIZE, no gold model. ``relabel_dev``: every RELABEL_LEVERS
+  setting on case l2ul, DEV_SEEDS; ``relabel_report``: the four cases with RELABEL_CHOSEN and
+  the pre-development setting as ``l2ul_untuned``, REPORT_SEEDS."""
+  c.data.mode = "relabel"
+  c.data.forget_size = RELABEL_SIZE
+  c.experiment.gold = False
+  if part == "relabel_dev":
+    c.experiment.seeds = DEV_SEEDS
+    c.experiment.methods = ()
+    for tag, fields in RELABEL_LEVERS.items():
+      c.methods[f"l2ul_{tag}"] = default.l2ul_case(c.methods.l2ul, "l2ul", **fields)
+      c.experiment.methods += (f"l2ul_{tag}",)
+  else:
+    c.experiment.seeds = REPORT_SEEDS
+    c.methods.l2ul_untuned = default.l2ul_case(c.methods.l2ul, "l2ul",
+                                               **RELABEL_LEVERS["base"])
+    for name in CASES:
+      for k, v in {**RELABEL_LEVERS["base"], **RELABEL_CHOSEN}.items():
+        c.methods[name][k] = v
+    c.experiment.methods = CASES + ("l2ul_untuned",)

@@ -6,7 +6,9 @@ Acc_test ≥ Acc_test(M_o) − 5. Printed, per method and k: the goal count over
 worst Δ = Acc_test − Acc_test(M_o), mean Acc_Df, how many draws stopped at the step cap; and,
 with ``--against``, paired over draws of each k, the reference method's Δ against every other
 method's (mean difference, wins/ties/losses, two-sided sign test; a comparison where either side
-kept forget images is flagged, since it is not at equal forgetting).
+kept forget images is flagged, since it is not at equal forgetting). With ``--relabel`` (relabel
+mode), "Acc_Df" reads as the % of D_f *not* at its requested label (100 − relabel accuracy), so
+the goal is every image relabelled and Acc_test ≥ Acc_test(M_o) − 5.
 
 Usage::
 
@@ -14,6 +16,8 @@ Usage::
     python scripts/l2ul_table.py docs/results/data/l2ul_baseline_dev.results.json.gz \
         --select baselines
     python scripts/l2ul_table.py docs/results/data/l2ul_report.results.json.gz --against l2ul
+    python scripts/l2ul_table.py docs/results/data/l2ul_relabel_dev.results.json.gz --relabel \
+        --select levers
     python scripts/l2ul_table.py --continual \
         tuned=docs/results/data/l2ul_continual_tuned.results.json.gz \
         untuned=docs/results/data/l2ul_continual_untuned.results.json.gz
@@ -32,8 +36,9 @@ from tmu_jax.report.write import read_results
 GOAL_POINTS = 5.0
 
 
-def draws(results: dict) -> dict:
-  """{(method, k): {seed: (Δ test, Acc_Df, stopped)}} over every run of ``results``."""
+def draws(results: dict, relabel: bool = False) -> dict:
+  """{(method, k): {seed: (Δ test, left, stopped)}} over every run of ``results``; left is
+  Acc_Df, or with ``relabel`` the % of D_f not at its requested label."""
   out = collections.defaultdict(dict)
   for run in results["runs"]:
     k = run.get("forget_size")
@@ -41,8 +46,8 @@ def draws(results: dict) -> dict:
     for name, row in run["methods"].items():
       if "acc_test" not in row:
         continue
-      out[(name, k)][run["seed"]] = (row["acc_test"] - base, row["acc_forget"],
-                                     row.get("stopped", ""))
+      left = 100.0 - row["relabel_acc"] if relabel else row["acc_forget"]
+      out[(name, k)][run["seed"]] = (row["acc_test"] - base, left, row.get("stopped", ""))
   return out
 
 
@@ -124,6 +129,8 @@ def main() -> None:
   parser.add_argument("--against", default="", help="reference method for the paired table")
   parser.add_argument("--select", choices=("", "levers", "baselines"), default="",
                       help="rank methods by docs/selection.md's rule for L2UL levers or baselines")
+  parser.add_argument("--relabel", action="store_true",
+                      help="relabel mode: the goal counts D_f images not at the requested label")
   parser.add_argument("--continual", action="store_true",
                       help="continual rounds; each path may be LABEL=PATH")
   args = parser.parse_args()
@@ -139,8 +146,11 @@ def main() -> None:
     return
   d = {}
   for path in args.results:
-    d.update(draws(read_results(path)))
-  print("\n".join(table(d)))
+    d.update(draws(read_results(path), relabel=args.relabel))
+  lines = table(d)
+  if args.relabel:
+    lines[0] = lines[0].replace("mean Acc_Df", "mean % not relabelled")
+  print("\n".join(lines))
   if args.select:
     print()
     print("\n".join(selection(d, forget_first=args.select == "baselines")))
