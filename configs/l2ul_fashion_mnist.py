@@ -112,7 +112,7 @@ RELABEL_LEVERS = dict(base=dict(lam=0.1), lam3e2=dict(lam=0.03), lam3e1=dict(lam
                       lam3e1_rep=dict(lam=0.3, rep_lam=1e-2))
 RELABEL_SIZE = 16
 # Chosen on ``relabel_dev`` by docs/selection.md's rule (filled in after relabel_dev ran).
-RELABEL_CHOSEN: dict = {}
+RELABEL_CHOSEN: dict = dict(lam=0.1, rep_lam=1e-2)
 CHOSEN_BASELINE_LR = dict(finetune=3.0, neg_grad=10.0, random_label=3.0, bad_teacher=3.0,
                           scrub=1.0, salun=3.0)
 

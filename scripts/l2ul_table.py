@@ -153,7 +153,10 @@ def main() -> None:
   print("\n".join(lines))
   if args.select:
     print()
-    print("\n".join(selection(d, forget_first=args.select == "baselines")))
+    lines = selection(d, forget_first=args.select == "baselines")
+    if args.relabel:
+      lines[0] = lines[0].replace("mean Acc_Df", "mean % not relabelled")
+    print("\n".join(lines))
   if args.against:
     print()
     print("\n".join(paired(d, args.against)))
