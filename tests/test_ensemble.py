@@ -160,7 +160,8 @@ def test_member_chunks_bound_the_resident_members():
 
 def test_ensemble_resumes_after_sigterm(tmp_path, monkeypatch):
   """SIGTERM after the first chunk saves the ensemble; a new fit_ensemble resumes from it and
-  ends with the uninterrupted ensemble bit for bit."""
+  ends with the uninterrupted ensemble bit for bit, its training time the interrupted part's
+  plus its own."""
   kw = dict(spec=t.SPEC, epochs=4, keys=KEYS, chunk_steps=4, verbose=False, how="vmap")
   straight, _ = E.fit_ensemble(_members(), t._stream(), **kw)
   with monkeypatch.context() as m:
@@ -170,8 +171,10 @@ def test_ensemble_resumes_after_sigterm(tmp_path, monkeypatch):
                      checkpointer=checkpoints.Checkpointer(str(tmp_path)), **kw)
   with checkpoints.Checkpointer(str(tmp_path)) as ck:
     assert ck.latest_step() == 4
+    before = ck.elapsed(4)
     resumed, info = E.fit_ensemble(_members(), t._stream(), checkpointer=ck, **kw)
   assert info["steps"] == [8] * M
+  assert before > 0 and info["resumed_seconds"] == before and info["seconds"] > before
   t._assert_same(resumed, straight)
 
 

@@ -672,7 +672,9 @@ def test_resume_after_sigterm_is_bit_identical(tmp_path, monkeypatch):
   """BatchNorm and augmentation, 12 steps in chunks of 4: a run stopped by SIGTERM after step 4
   (mid epoch) saves a checkpoint and re-raises; a new fit resumes from it, runs the last 8 steps
   without compiling anything new and ends with the uninterrupted run's state bit for bit
-  (params, batch statistics, optimizer state, step); a finished checkpoint resumes to 0 steps."""
+  (params, batch statistics, optimizer state, step); a finished checkpoint resumes to 0 steps.
+  The training time carries over: each resumed fit reports the seconds its checkpoint recorded
+  plus its own (RTE's denominator must not restart at 0 after an interruption)."""
   kw = dict(spec=BN_SPEC, epochs=4, key=jax.random.key(7), chunk_steps=4, verbose=False)
   fresh = lambda: _fresh(BN_OPT, model=_BNNet())
   straight, _ = train.fit(fresh(), _stream(), **kw)
@@ -687,14 +689,19 @@ def test_resume_after_sigterm_is_bit_identical(tmp_path, monkeypatch):
 
   with checkpoints.Checkpointer(str(tmp_path)) as ck:
     assert ck.latest_step() == 4
+    before = ck.elapsed(4)
+    assert before > 0 and ck.elapsed(3) == 0.0
     with _compiles() as compiled:  # a restored state (committed, int32) hits the same program
       resumed, info = train.fit(fresh(), _stream(), checkpointer=ck, **kw)
     assert "jit(_chunk)" not in compiled
   assert info["steps"] == 8
+  assert info["resumed_seconds"] == before and info["seconds"] > before
   _assert_same(resumed, straight)
   with checkpoints.Checkpointer(str(tmp_path)) as ck:
+    final = ck.elapsed(12)
     again, info = train.fit(fresh(), _stream(), checkpointer=ck, **kw)
   assert info["steps"] == 0
+  assert final > before and info["resumed_seconds"] == final and info["seconds"] >= final
   _assert_same(again, straight)
 
 

@@ -152,13 +152,38 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, state, force: bool = False) -> None:
-    """Starts an asynchronous save of ``state`` at its step (nothing when that step is saved)."""
+  def save(self, state, force: bool = False, seconds: float | None = None) -> None:
+    """Starts an asynchronous save of ``state`` at its step (nothing when that step is saved).
+
+    ``seconds``: the training time that reached this state, across every earlier interrupted
+    session of the run; a resumed run reads it back with :meth:`elapsed`, so a model's training
+    time (RTE's denominator) does not restart at zero after an interruption."""
     self._template = _abstract(_savable(state))
     step = _step_of(state)
     if self._manager.latest_step() == step:
       return
     self._manager.save(step, args=ocp.args.StandardSave(_savable(state)), force=force)
+    if seconds is not None:
+      times = self._times()
+      times[str(step)] = float(seconds)
+      atomic_write_json(self._times_path, times)
+
+  @property
+  def _times_path(self) -> str:
+    return os.path.join(self.directory, "elapsed.json")
+
+  def _times(self) -> dict[str, float]:
+    try:
+      with open(self._times_path) as f:
+        times = json.load(f)
+      return {str(k): float(v) for k, v in times.items()} if isinstance(times, dict) else {}
+    except (OSError, ValueError, TypeError):
+      return {}
+
+  def elapsed(self, step: int) -> float:
+    """Training seconds recorded by :meth:`save` for the checkpoint at ``step``; 0.0 when none
+    was recorded (a fresh run, or a checkpoint written without ``seconds``)."""
+    return self._times().get(str(int(step)), 0.0)
 
   def restore(self, state, step: int | None = None):
     """Restores step ``step`` (default: the latest) into the structure of ``state`` (a freshly

@@ -121,8 +121,8 @@ def _install_sigterm(flag: list):
 
 def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable, start: int,
           origin: int, total: int, spe: int, save_every_epochs: int, checkpointer,
-          progress: Progress, name: str, nonfinite: Callable, shown: Callable = lambda m: m
-          ) -> tuple[Any, dict | None]:
+          progress: Progress, name: str, nonfinite: Callable, shown: Callable = lambda m: m,
+          clock: Callable[[], float] | None = None) -> tuple[Any, dict | None]:
   """The host loop of :func:`fit` and of ``train.ensemble.fit_ensemble``; returns (carry, the
   last chunk's metrics).
 
@@ -133,8 +133,12 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
   ``save_every_epochs`` epochs. Ctrl-C / SIGTERM saves it and re-raises. At the end, when
   ``stopped(carry)`` (a stop rule fired), NaN/inf weights raise too: a stop rule reads
   predictions, and NaN weights (a finite last loss, then a bad update) would pass it silently,
-  since argmax of NaN is 0. Then a last save.
+  since argmax of NaN is 0. Then a last save. ``clock()``: the run's training seconds so far
+  (earlier sessions included), stored with every save (:meth:`Checkpointer.save`).
   """
+  def save(carry, force=False):
+    checkpointer.save(state_of(carry), force=force, seconds=None if clock is None else clock())
+
   metrics, interrupted = None, []
   old_handler = _install_sigterm(interrupted)
   last_save = (start - origin) // (spe * save_every_epochs)
@@ -149,11 +153,11 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
         raise KeyboardInterrupt("SIGTERM")
       period = (step - origin) // (spe * save_every_epochs)
       if checkpointer is not None and (period > last_save or step >= total):
-        checkpointer.save(state_of(carry))
+        save(carry)
         last_save = period
   except KeyboardInterrupt:
     if checkpointer is not None:
-      checkpointer.save(state_of(carry), force=True)
+      save(carry, force=True)
       checkpointer.close()
       print(f"\n[{name}] interrupted at step {step}; checkpoint saved in "
             f"{checkpointer.directory}", flush=True)
@@ -165,7 +169,7 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
                                 for p in jax.tree.leaves(state_of(carry).params)):
     raise NonFiniteLoss(nonfinite(step, metrics, True))
   if checkpointer is not None:
-    checkpointer.save(state_of(carry))
+    save(carry)
   progress.finish()
   return carry, metrics
 
@@ -181,7 +185,8 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
   ``checkpointer``, resumes from its latest step, saves at least every ``save_every_epochs``
   epochs (at the first chunk boundary after), at the end and on Ctrl-C / SIGTERM (then
   re-raises). ``info``: steps, seconds, stop_code (0 = ran to the end), stopped_early, and the
-  last step's loss and accuracy.
+  last step's loss and accuracy. ``seconds`` is the whole training time: a resumed run adds the
+  time its checkpoint recorded (``resumed_seconds``) to this session's.
   """
   streams = (streams,) if isinstance(streams, Stream) else tuple(streams)
   data = tuple(s.data for s in streams)
@@ -210,7 +215,11 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
   state, code = jax.device_put((state, jnp.int32(0)), where)
   idx, fresh, later = jax.device_put((blank_indices(key, layout), np.bool_(True),
                                       np.bool_(False)), where)
+  prior = checkpointer.elapsed(start) if checkpointer is not None and start > origin else 0.0
   t0 = time.perf_counter()
+
+  def clock() -> float:
+    return prior + time.perf_counter() - t0
 
   def chunk(carry):
     state, code, idx, fresh = carry
@@ -228,9 +237,9 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
   (state, code, _, _), metrics = drive(
       chunk, (state, code, idx, fresh), state_of=lambda c: c[0], stopped=lambda c: int(c[1]) != 0,
       start=start, origin=origin, total=total, spe=spe, save_every_epochs=save_every_epochs,
-      checkpointer=checkpointer, progress=progress, name=name, nonfinite=nonfinite)
-  info = dict(steps=int(jax.device_get(state.step)) - start, seconds=time.perf_counter() - t0,
-              stop_code=int(code), stopped_early=int(code) != 0)
+      checkpointer=checkpointer, progress=progress, name=name, nonfinite=nonfinite, clock=clock)
+  info = dict(steps=int(jax.device_get(state.step)) - start, seconds=clock(),
+              resumed_seconds=prior, stop_code=int(code), stopped_early=int(code) != 0)
   if metrics is not None:
     info.update(loss=float(metrics["loss"]), accuracy=float(metrics["accuracy"]))
   return state, info
