@@ -13,6 +13,7 @@ gold models) and its gold-vs-gold floor (``floor``: over the G(G−1)/2 gold pai
 Usage::
 
     python scripts/study_table.py docs/results/data/fashion_mnist_study.results.json.gz
+    python scripts/study_table.py FILE --rte-skip 8:0     # RTE without class 8, seed 0
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def mean_se(values: list[float]) -> str:
   return f"{a.mean():.{digits}f} ± {a.std(ddof=1) / math.sqrt(a.size):.{digits}f}"
 
 
-def summary(runs: list[dict]) -> list[str]:
+def summary(runs: list[dict], rte_skip: frozenset = frozenset()) -> list[str]:
+  """The per-row table; ``rte_skip``: (class, seed) pairs whose RTE is left out of its column
+  (a run whose gold training time was not measured whole)."""
   names = list(rows_of(runs[0]))
   out = [f"{len(runs)} runs; mean ± s.e. over runs; every metric against the run's own gold "
          "ensemble (mean over its G models)", "",
@@ -64,11 +67,12 @@ def summary(runs: list[dict]) -> list[str]:
              f"({np.mean(spread('act_l2')):.3f}) | {mean_se([r['gold']['mia'] for r in runs])} "
              "| – | 1 (M_g) | – |")
   for name in names:
-    got = [rows_of(r).get(name) for r in runs]
-    got = [g for g in got if g is not None]
+    kept = [r for r in runs if rows_of(r).get(name) is not None]
+    got = [rows_of(r)[name] for r in kept]
     cells = [mean_se([m[0](g) for g in got]) for m in METRICS.values()]
     cells += [mean_se([g.get("mia") for g in got]), mean_se([g.get("avg_gap") for g in got]),
-              mean_se([g.get("rte") for g in got]),
+              mean_se([g.get("rte") for g, r in zip(got, kept)
+                       if (r["forget_class"], r["seed"]) not in rte_skip]),
               mean_se([g.get("floors_away", {}).get("agreement") for g in got])]
     missing = f" ({len(runs) - len(got)} runs failed)" if len(got) < len(runs) else ""
     out.append(f"| {name}{missing} | " + " | ".join(cells) + " |")
@@ -136,12 +140,20 @@ def main() -> None:
   ap.add_argument("results", nargs="+", help="results.json(.gz) files; the same run "
                   "(class, |D_f|, seed, ...) in several is joined")
   ap.add_argument("--reference", default="tmu_plus")
+  ap.add_argument("--rte-skip", action="append", default=[], metavar="CLASS:SEED",
+                  help="leave this run's RTE out of the RTE column (repeatable), e.g. a run "
+                       "whose gold model's training time was not measured whole")
   args = ap.parse_args()
+  try:
+    skip = frozenset(tuple(int(v) for v in spec.split(":")) for spec in args.rte_skip)
+  except ValueError:
+    raise SystemExit(f"error: --rte-skip takes CLASS:SEED, got {args.rte_skip}") from None
   runs = merged([read_results(path)["runs"] for path in args.results])
   runs = [r for r in runs if "floor" in r]
   if not runs:
     raise SystemExit("error: no run with a gold-ensemble floor (experiment.gold_models >= 2)")
-  print("\n".join(summary(runs) + [""] + paired(runs, args.reference)))
+  head = [f"RTE leaves out run(s) class:seed {', '.join(args.rte_skip)}", ""] if skip else []
+  print("\n".join(head + summary(runs, skip) + [""] + paired(runs, args.reference)))
 
 
 if __name__ == "__main__":
