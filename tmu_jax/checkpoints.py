@@ -163,8 +163,9 @@ class Checkpointer:
     if self._manager.latest_step() == step:
       return
     self._manager.save(step, args=ocp.args.StandardSave(_savable(state)), force=force)
-    if seconds is not None:
-      times = self._times()
+    if seconds is not None:  # kept for the steps Orbax still holds (max_to_keep), and this one
+      held = {str(s) for s in self._manager.all_steps()}
+      times = {k: v for k, v in self._times().items() if k in held}
       times[str(step)] = float(seconds)
       atomic_write_json(self._times_path, times)
 
