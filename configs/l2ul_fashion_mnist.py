@@ -126,10 +126,7 @@ def study(c, part: str) -> None:
   if part in ("dev", "dev2"):
     c.experiment.seeds = DEV_SEEDS
     c.experiment.forget_sizes = STUDY_SIZES
-    c.experiment.methods = ()
-    for tag, fields in (LEVERS if part == "dev" else LEVERS2).items():
-      c.methods[f"l2ul_{tag}"] = default.l2ul_case(c.methods.l2ul, "l2ul", **fields)
-      c.experiment.methods += (f"l2ul_{tag}",)
+    add_levers(c, LEVERS if part == "dev" else LEVERS2)
   elif part == "baseline_dev":
     c.experiment.seeds = DEV_SEEDS
     c.data.forget_size = 16
@@ -151,6 +148,15 @@ def study(c, part: str) -> None:
     c.experiment.methods = CASES + BASELINES + ("l2ul_untuned", "l2ul_long")
 
 
+def add_levers(c, levers: dict) -> None:
+  """The experiment's methods become one ``l2ul_<tag>`` copy of case l2ul per lever, each with
+  that lever's fields."""
+  c.experiment.methods = ()
+  for tag, fields in levers.items():
+    c.methods[f"l2ul_{tag}"] = default.l2ul_case(c.methods.l2ul, "l2ul", **fields)
+    c.experiment.methods += (f"l2ul_{tag}",)
+
+
 def tune(c) -> None:
   """CHOSEN on every L2UL case, CHOSEN_BASELINE_LR on the baselines' lr."""
   for name in CASES:
@@ -170,10 +176,7 @@ def relabel_study(c, part: str) -> None:
   c.experiment.gold = False
   if part == "relabel_dev":
     c.experiment.seeds = DEV_SEEDS
-    c.experiment.methods = ()
-    for tag, fields in RELABEL_LEVERS.items():
-      c.methods[f"l2ul_{tag}"] = default.l2ul_case(c.methods.l2ul, "l2ul", **fields)
-      c.experiment.methods += (f"l2ul_{tag}",)
+    add_levers(c, RELABEL_LEVERS)
   else:
     c.experiment.seeds = REPORT_SEEDS
     c.methods.l2ul_untuned = default.l2ul_case(c.methods.l2ul, "l2ul",

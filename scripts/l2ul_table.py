@@ -55,8 +55,9 @@ def meets(delta: float, forget: float) -> bool:
   return forget == 0.0 and delta >= -GOAL_POINTS
 
 
-def table(d: dict) -> list[str]:
-  lines = ["| k | method | draws | goal met | mean Δ test | worst Δ | mean Acc_Df | at step cap |",
+def table(d: dict, left: str = "mean Acc_Df") -> list[str]:
+  """Per (method, k); ``left`` names the column of what is left (Acc_Df, or not relabelled)."""
+  lines = [f"| k | method | draws | goal met | mean Δ test | worst Δ | {left} | at step cap |",
            "|---|---|---|---|---|---|---|---|"]
   for (name, k) in sorted(d, key=lambda t: (t[1], t[0])):
     v = list(d[(name, k)].values())
@@ -69,7 +70,7 @@ def table(d: dict) -> list[str]:
   return lines
 
 
-def selection(d: dict, forget_first: bool) -> list[str]:
+def selection(d: dict, forget_first: bool, left: str = "mean Acc_Df") -> list[str]:
   """docs/selection.md's rules: the most draws meeting the goal over every k, then the higher
   mean Δ test (L2UL levers); with ``forget_first`` (baselines), ties go to the lower mean Acc_Df
   before the mean Δ."""
@@ -78,7 +79,7 @@ def selection(d: dict, forget_first: bool) -> list[str]:
     per[name].extend(v.values())
   score = {n: (sum(meets(a, b) for a, b, _ in v), -np.mean([b for _, b, _ in v]),
                np.mean([a for a, _, _ in v]), len(v)) for n, v in per.items()}
-  lines = ["| rank | method | goal met | mean Acc_Df | mean Δ test |", "|---|---|---|---|---|"]
+  lines = [f"| rank | method | goal met | {left} | mean Δ test |", "|---|---|---|---|---|"]
   for i, (n, (met, neg_forget, delta, count)) in enumerate(
       sorted(score.items(), key=lambda t: (-t[1][0], -t[1][1] if forget_first else 0,
                                            -t[1][2]))):
@@ -147,16 +148,11 @@ def main() -> None:
   d = {}
   for path in args.results:
     d.update(draws(read_results(path), relabel=args.relabel))
-  lines = table(d)
-  if args.relabel:
-    lines[0] = lines[0].replace("mean Acc_Df", "mean % not relabelled")
-  print("\n".join(lines))
+  left = "mean % not relabelled" if args.relabel else "mean Acc_Df"
+  print("\n".join(table(d, left)))
   if args.select:
     print()
-    lines = selection(d, forget_first=args.select == "baselines")
-    if args.relabel:
-      lines[0] = lines[0].replace("mean Acc_Df", "mean % not relabelled")
-    print("\n".join(lines))
+    print("\n".join(selection(d, forget_first=args.select == "baselines", left=left)))
   if args.against:
     print()
     print("\n".join(paired(d, args.against)))
