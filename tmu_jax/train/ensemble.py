@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import Any, Sequence
 
 import jax
@@ -299,11 +298,6 @@ def fit_ensemble(states: TrainState, streams: Stream | tuple[Stream, ...], *, sp
   progress = Progress(name, budget, unit="img", unit_per_step=m * sum(layout.batch_sizes),
                       verbose=verbose)
   progress.start(start - origin)
-  prior = checkpointer.elapsed(start) if checkpointer is not None and start > origin else 0.0
-  t0 = time.perf_counter()
-
-  def clock() -> float:  # the whole training time, earlier interrupted sessions included
-    return prior + time.perf_counter() - t0
 
   def chunk(carry):
     states, codes, idx, fresh, t = carry
@@ -318,15 +312,15 @@ def fit_ensemble(states: TrainState, streams: Stream | tuple[Stream, ...], *, sp
     del metrics
     return f"{name}: a member's {'weights' if weights else 'loss'} became NaN/inf by step {step}"
 
-  (states, codes, _, _, _), metrics = loop_lib.drive(
+  (states, codes, _, _, _), metrics, timing = loop_lib.drive(
       chunk, (states, codes, idx, fresh, t), state_of=lambda c: c[0],
       stopped=lambda c: bool(jnp.any(c[1] != 0)), start=start, origin=origin, total=total,
       spe=spe, save_every_epochs=save_every_epochs, checkpointer=checkpointer,
       progress=progress, name=name, nonfinite=nonfinite,
-      shown=lambda m: {k: jnp.nanmean(v) for k, v in m.items() if k != "finite"}, clock=clock)
+      shown=lambda m: {k: jnp.nanmean(v) for k, v in m.items() if k != "finite"})
   codes_host = np.asarray(jax.device_get(codes))
   end_steps = np.asarray(jax.device_get(states.step))
-  info = dict(seconds=clock(), resumed_seconds=prior, how=how, members=m,
+  info = dict(**timing, how=how, members=m,
               steps=[int(s) - start for s in end_steps], stop_code=codes_host.tolist(),
               stopped_early=bool(np.any(codes_host != 0)))
   if metrics is not None:

@@ -121,10 +121,10 @@ def _install_sigterm(flag: list):
 
 def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable, start: int,
           origin: int, total: int, spe: int, save_every_epochs: int, checkpointer,
-          progress: Progress, name: str, nonfinite: Callable, shown: Callable = lambda m: m,
-          clock: Callable[[], float] | None = None) -> tuple[Any, dict | None]:
+          progress: Progress, name: str, nonfinite: Callable, shown: Callable = lambda m: m
+          ) -> tuple[Any, dict | None, dict]:
   """The host loop of :func:`fit` and of ``train.ensemble.fit_ensemble``; returns (carry, the
-  last chunk's metrics).
+  last chunk's metrics, timing).
 
   ``chunk(carry) -> (carry, step, finite, metrics, done)`` is one compiled chunk and its host
   sync; the loop runs until ``done`` or step ``total``. Per chunk: a NaN/inf loss raises
@@ -133,11 +133,21 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
   ``save_every_epochs`` epochs. Ctrl-C / SIGTERM saves it and re-raises. At the end, when
   ``stopped(carry)`` (a stop rule fired), NaN/inf weights raise too: a stop rule reads
   predictions, and NaN weights (a finite last loss, then a bad update) would pass it silently,
-  since argmax of NaN is 0. Then a last save. ``clock()``: the run's training seconds so far
-  (earlier sessions included), stored with every save (:meth:`Checkpointer.save`).
+  since argmax of NaN is 0. Then a last save.
+
+  Timing: every save records the run's training seconds so far (:meth:`Checkpointer.save`), and
+  a run resumed from a checkpoint (``start > origin``) starts from the seconds recorded there,
+  so ``timing`` = {seconds: the whole training time, earlier sessions included;
+  resumed_seconds: their part}.
   """
+  prior = checkpointer.elapsed(start) if checkpointer is not None and start > origin else 0.0
+  t0 = time.perf_counter()
+
+  def clock() -> float:
+    return prior + time.perf_counter() - t0
+
   def save(carry, force=False):
-    checkpointer.save(state_of(carry), force=force, seconds=None if clock is None else clock())
+    checkpointer.save(state_of(carry), force=force, seconds=clock())
 
   metrics, interrupted = None, []
   old_handler = _install_sigterm(interrupted)
@@ -171,7 +181,7 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
   if checkpointer is not None:
     save(carry)
   progress.finish()
-  return carry, metrics
+  return carry, metrics, dict(seconds=clock(), resumed_seconds=prior)
 
 
 def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSpec, epochs: int,
@@ -215,11 +225,6 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
   state, code = jax.device_put((state, jnp.int32(0)), where)
   idx, fresh, later = jax.device_put((blank_indices(key, layout), np.bool_(True),
                                       np.bool_(False)), where)
-  prior = checkpointer.elapsed(start) if checkpointer is not None and start > origin else 0.0
-  t0 = time.perf_counter()
-
-  def clock() -> float:
-    return prior + time.perf_counter() - t0
 
   def chunk(carry):
     state, code, idx, fresh = carry
@@ -234,12 +239,12 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
       return f"{name}: the weights became NaN/inf by step {step}"
     return f"{name}: the loss became {float(metrics['loss'])} by step {step}"
 
-  (state, code, _, _), metrics = drive(
+  (state, code, _, _), metrics, timing = drive(
       chunk, (state, code, idx, fresh), state_of=lambda c: c[0], stopped=lambda c: int(c[1]) != 0,
       start=start, origin=origin, total=total, spe=spe, save_every_epochs=save_every_epochs,
-      checkpointer=checkpointer, progress=progress, name=name, nonfinite=nonfinite, clock=clock)
-  info = dict(steps=int(jax.device_get(state.step)) - start, seconds=clock(),
-              resumed_seconds=prior, stop_code=int(code), stopped_early=int(code) != 0)
+      checkpointer=checkpointer, progress=progress, name=name, nonfinite=nonfinite)
+  info = dict(steps=int(jax.device_get(state.step)) - start, **timing,
+              stop_code=int(code), stopped_early=int(code) != 0)
   if metrics is not None:
     info.update(loss=float(metrics["loss"]), accuracy=float(metrics["accuracy"]))
   return state, info
