@@ -46,6 +46,8 @@ def draws(results: dict, relabel: bool = False) -> dict:
     for name, row in run["methods"].items():
       if "acc_test" not in row:
         continue
+      if relabel and "relabel_acc" not in row:
+        raise ValueError(f"{name} has no relabel_acc: not a relabel-mode run (drop --relabel)")
       left = 100.0 - row["relabel_acc"] if relabel else row["acc_forget"]
       out[(name, k)][run["seed"]] = (row["acc_test"] - base, left, row.get("stopped", ""))
   return out
@@ -147,7 +149,10 @@ def main() -> None:
     return
   d = {}
   for path in args.results:
-    d.update(draws(read_results(path), relabel=args.relabel))
+    try:
+      d.update(draws(read_results(path), relabel=args.relabel))
+    except ValueError as e:
+      parser.error(f"{path}: {e}")
   left = "mean % not relabelled" if args.relabel else "mean Acc_Df"
   print("\n".join(table(d, left)))
   if args.select:

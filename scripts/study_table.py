@@ -147,7 +147,9 @@ def main() -> None:
   try:
     skip = frozenset(tuple(int(v) for v in spec.split(":")) for spec in args.rte_skip)
   except ValueError:
-    raise SystemExit(f"error: --rte-skip takes CLASS:SEED, got {args.rte_skip}") from None
+    skip = frozenset({()})
+  if any(len(pair) != 2 for pair in skip):
+    ap.error(f"--rte-skip takes CLASS:SEED (two integers), got {args.rte_skip}")
   runs = merged([read_results(path)["runs"] for path in args.results])
   runs = [r for r in runs if "floor" in r]
   if not runs:
