@@ -178,6 +178,32 @@ def get_config(arg: str | None = None):
       for name, factor in TUNED_LR.items():
         c.methods[f"{name}_tuned"] = default.scaled_lr(c, name, factor)
         c.experiment.methods += (f"{name}_tuned",)
+  elif arg in ("unlearn_dev", "unlearn_report"):
+    # Issue 11: TMU+'s unlearning lr gets the baselines' budget (lr × {1, 0.3, 3, 10},
+    # docs/selection.md "TMU+'s unlearning lr"). ``unlearn_dev``: the baselines' development
+    # draws (the study's recipe, class 6, seeds 100-104, one gold model), one section per
+    # factor (they share the twins, so only the classifier and unlearning run again).
+    # ``unlearn_report``: ``study_full``'s 30 problems (run it with that study's cache_dir:
+    # only these rows train), the chosen factor as ``tmu_plus_tuned`` with its random control
+    # and its gold-label oracle at the same lr.
+    if arg == "unlearn_dev":
+      c = get_config("study")
+      c.experiment.gold_models = 1
+      c.experiment.forget_classes = (6,)
+      c.experiment.seeds = (100, 101, 102, 103, 104)
+      c.experiment.methods = ()
+      for tag, factor in LR_BUDGET.items():
+        c.methods[f"tmu_plus_{tag}"] = tmu_plus_lr(c, factor)
+        c.experiment.methods += (f"tmu_plus_{tag}",)
+    else:
+      c = get_config("study_full")
+      c.experiment.forget_classes = (6, 4, 2, 0, 1, 3, 5, 7, 8, 9)  # the study's run order
+      c.experiment.seeds = (0, 1, 2)
+      c.methods.tmu_plus_tuned = tmu_plus_lr(c, TMU_PLUS_UNLEARN_LR)
+      c.methods.tmu_plus_tuned_random = tmu_plus_lr(c, TMU_PLUS_UNLEARN_LR, threshold="random")
+      c.methods.tmu_plus_tuned_oracle = tmu_plus_lr(c, TMU_PLUS_UNLEARN_LR,
+                                                    base_method="tmu_plus_oracle")
+      c.experiment.methods = ("tmu_plus_tuned", "tmu_plus_tuned_random", "tmu_plus_tuned_oracle")
   elif arg == "random10":
     # SalUn's headline setting (Fan et al. 2024): random forgetting of 10% of T across classes
     # (scenario instance, k = 4 800 of the 48 000 training images), Avg. Gap against a 4-model
@@ -191,7 +217,7 @@ def get_config(arg: str | None = None):
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
                      "sweep_full, sizes, epsilon, epsilon3, epsilon_cost, cost, study, study_cnn, "
                      "cnn_unlearn_dev, study_cnn_tuned, study_full, scrub_bn, baseline_dev, "
-                     "baseline_report, random10")
+                     "baseline_report, unlearn_dev, unlearn_report, random10")
   return c
 
 
@@ -201,6 +227,18 @@ LR_BUDGET = dict(lr1=1.0, lr03=0.3, lr3=3.0, lr10=10.0)
 # Chosen on ``baseline_dev`` by the rule of docs/selection.md (development results there).
 TUNED_LR = dict(finetune=3.0, neg_grad=1.0, neg_grad_plus=1.0, random_label=1.0, bad_teacher=0.3,
                 scrub=10.0, salun=10.0)
+
+
+# TMU+'s unlearn.lr factor on the MLP, chosen on ``unlearn_dev`` by the baselines' rule
+# (docs/selection.md "TMU+'s unlearning lr"); 1.0 until that run is read.
+TMU_PLUS_UNLEARN_LR = 1.0
+
+
+def tmu_plus_lr(c, factor: float, base_method: str = "tmu_plus", **overrides):
+  """TMU+ with its unlearning lr × ``factor`` (its classifier and twins unchanged)."""
+  v = default.tmu_variant(c.methods.tmu_plus, base_method=base_method, **overrides)
+  v.unlearn.lr = float(v.unlearn.lr) * factor
+  return v
 
 
 # TMU+'s unlearn.lr factors tried for the CNN on development draws, and the one chosen there by
