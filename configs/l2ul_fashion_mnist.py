@@ -169,8 +169,9 @@ def tune(c) -> None:
 
 def relabel_study(c, part: str) -> None:
   """Relabel mode, k = RELABEL_SIZE, no gold model. ``relabel_dev``: every RELABEL_LEVERS
-  setting on case l2ul, DEV_SEEDS; ``relabel_report``: the four cases with RELABEL_CHOSEN and
-  the pre-development setting as ``l2ul_untuned``, REPORT_SEEDS."""
+  setting on case l2ul, DEV_SEEDS; ``relabel_report``: the four cases with RELABEL_CHOSEN, the
+  pre-development setting as ``l2ul_untuned`` and the chosen one with 4× the step cap as
+  ``l2ul_long``, REPORT_SEEDS (k = RELABEL_SIZE; ``--config.data.forget_size`` for others)."""
   c.data.mode = "relabel"
   c.data.forget_size = RELABEL_SIZE
   c.experiment.gold = False
@@ -184,4 +185,7 @@ def relabel_study(c, part: str) -> None:
     for name in CASES:
       for k, v in {**RELABEL_LEVERS["base"], **RELABEL_CHOSEN}.items():
         c.methods[name][k] = v
-    c.experiment.methods = CASES + ("l2ul_untuned",)
+    # Equal relabelling (issue 11): the chosen L2UL with 4× the step cap, for the draws where
+    # it stops at 1000 steps with an image not yet at its requested label.
+    c.methods.l2ul_long = default.l2ul_case(c.methods.l2ul, "l2ul", max_steps=4000)
+    c.experiment.methods = CASES + ("l2ul_untuned", "l2ul_long")
