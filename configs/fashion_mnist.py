@@ -204,6 +204,24 @@ def get_config(arg: str | None = None):
       c.methods.tmu_plus_tuned_oracle = tmu_plus_lr(c, TMU_PLUS_UNLEARN_LR,
                                                     base_method="tmu_plus_oracle")
       c.experiment.methods = ("tmu_plus_tuned", "tmu_plus_tuned_random", "tmu_plus_tuned_oracle")
+  elif arg == "clf_dev":
+    # Issue 11: TMU+'s label classifier, a small budget on the same development draws as
+    # ``unlearn_dev`` (docs/selection.md "TMU+'s label classifier"): the paper's feature
+    # subsets (Table 4) and the classifier's epochs; every candidate shares the twins and the
+    # features, so only the classifier and the unlearning run per candidate. The oracle (gold's
+    # labels) is there as the reference, not a candidate.
+    c = get_config("unlearn_dev")
+    c.experiment.methods = ()
+    for tag, fields in CLF_CANDIDATES.items():
+      v = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus")
+      for k, val in fields.items():
+        if k == "clf_epochs":
+          v.clf.epochs = val
+        else:
+          v[k] = val
+      c.methods[f"tmu_plus_{tag}"] = v
+      c.experiment.methods += (f"tmu_plus_{tag}",)
+    c.experiment.methods += ("tmu_plus_oracle",)
   elif arg == "random10":
     # SalUn's headline setting (Fan et al. 2024): random forgetting of 10% of T across classes
     # (scenario instance, k = 4 800 of the 48 000 training images), Avg. Gap against a 4-model
@@ -217,7 +235,7 @@ def get_config(arg: str | None = None):
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
                      "sweep_full, sizes, epsilon, epsilon3, epsilon_cost, cost, study, study_cnn, "
                      "cnn_unlearn_dev, study_cnn_tuned, study_full, scrub_bn, baseline_dev, "
-                     "baseline_report, unlearn_dev, unlearn_report, random10")
+                     "baseline_report, unlearn_dev, unlearn_report, clf_dev, random10")
   return c
 
 
@@ -232,6 +250,12 @@ TUNED_LR = dict(finetune=3.0, neg_grad=1.0, neg_grad_plus=1.0, random_label=1.0,
 # TMU+'s unlearn.lr factor on the MLP, chosen on ``unlearn_dev`` by the baselines' rule
 # (docs/selection.md "TMU+'s unlearning lr"); 1.0 until that run is read.
 TMU_PLUS_UNLEARN_LR = 1.0
+
+
+# TMU+'s label-classifier candidates on ``clf_dev`` (docs/selection.md): the default first.
+CLF_CANDIDATES = dict(clf=dict(), af_cf=dict(features="af,cf"), nf_cf=dict(features="nf,cf"),
+                      nf_af=dict(features="nf,af"), e30=dict(clf_epochs=30),
+                      e300=dict(clf_epochs=300))
 
 
 def tmu_plus_lr(c, factor: float, base_method: str = "tmu_plus", **overrides):
