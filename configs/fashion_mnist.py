@@ -204,6 +204,16 @@ def get_config(arg: str | None = None):
       c.methods.tmu_plus_tuned_oracle = tmu_plus_lr(c, TMU_PLUS_UNLEARN_LR,
                                                     base_method="tmu_plus_oracle")
       c.experiment.methods = ("tmu_plus_tuned", "tmu_plus_tuned_random", "tmu_plus_tuned_oracle")
+  elif arg == "clf_dev2":
+    # Round 2 of the label classifier on the same draws (docs/selection.md): averaging
+    # ``clf.members`` classifiers against one, at 30 and 100 epochs.
+    c = get_config("unlearn_dev")
+    c.experiment.methods = ()
+    for tag, (epochs, members) in CLF_CANDIDATES2.items():
+      v = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus")
+      v.clf.epochs, v.clf.members = epochs, members
+      c.methods[f"tmu_plus_{tag}"] = v
+      c.experiment.methods += (f"tmu_plus_{tag}",)
   elif arg == "clf_dev":
     # Issue 11: TMU+'s label classifier, a small budget on the same development draws as
     # ``unlearn_dev`` (docs/selection.md "TMU+'s label classifier"): the paper's feature
@@ -246,7 +256,7 @@ def get_config(arg: str | None = None):
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
                      "sweep_full, sizes, epsilon, epsilon3, epsilon_cost, cost, study, study_cnn, "
                      "cnn_unlearn_dev, study_cnn_tuned, study_full, scrub_bn, baseline_dev, "
-                     "baseline_report, unlearn_dev, unlearn_report, clf_dev, clf_report, random10")
+                     "baseline_report, unlearn_dev, unlearn_report, clf_dev, clf_dev2, clf_report, random10")
   return c
 
 
@@ -267,6 +277,9 @@ TMU_PLUS_UNLEARN_LR = 1.0
 CLF_CANDIDATES = dict(clf=dict(), af_cf=dict(features="af,cf"), nf_cf=dict(features="nf,cf"),
                       nf_af=dict(features="nf,af"), e30=dict(clf_epochs=30),
                       e300=dict(clf_epochs=300))
+# Round 2 (``clf_dev2``): tag -> (clf.epochs, clf.members); round 1's two best first.
+CLF_CANDIDATES2 = dict(r2_e100_m1=(100, 1), r2_e30_m1=(30, 1), r2_e100_m5=(100, 5),
+                       r2_e30_m5=(30, 5))
 # Chosen on ``clf_dev`` by the rule (docs/selection.md): mean agreement 78.8 against 77.2.
 CLF_CHOSEN = "e30"
 

@@ -359,6 +359,27 @@ def test_heldout_auc_by_draw():
   assert np.isnan(tmu.heldout_auc(s, z, easy, 1, jax.random.key(0)))
 
 
+def test_classifier_members_average_and_member_zero_is_the_single_classifier():
+  """``clf.members`` = 3 trains three classifiers as one ensemble: member 0 is the classifier
+  ``members`` = 1 trains from the same key, the others differ, and p(easy) is their mean."""
+  r = np.random.default_rng(1)
+  z = r.normal(size=(200, 3)).astype(np.float32)
+  easy = (z[:, 0] + 0.5 * r.normal(size=200)) > 0
+  one = tmu.TMUPlus(clf=tmu.settings.Classifier(epochs=5))
+  three = tmu.TMUPlus(clf=tmu.settings.Classifier(epochs=5, members=3))
+  key = jax.random.key(3)
+  single = classifier.train_label_classifier(one, z, easy, key, False)
+  ens = classifier.train_label_classifier(three, z, easy, key, False)
+  assert train.ensemble.size(ens) == 3
+  p1 = classifier.easy_probability(single, z)
+  parts = [classifier.easy_probability(train.ensemble.member(ens, i), z) for i in range(3)]
+  np.testing.assert_allclose(parts[0], p1, atol=1e-5)
+  assert np.abs(parts[1] - parts[0]).max() > 1e-3  # its own init and batch order
+  np.testing.assert_allclose(classifier.easy_probability(ens, z), np.mean(parts, axis=0),
+                             atol=1e-6)
+  assert classifier.auc(classifier.easy_probability(ens, z), easy) > 0.8
+
+
 def test_disjoint_twin_draws_share_no_image(tiny):
   """twin.disjoint: draws that the pool fills whole share no image (distinct = n·|D_t|); the
   default independent draws of the same sizes repeat some (this key); a draw past the

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tmu_jax import metrics, train
+from tmu_jax.train import ensemble as E
 from tmu_jax.methods.tmu.settings import TMU
 from tmu_jax.models import get_model
 
@@ -16,7 +17,8 @@ LABEL_MLP = get_model("label_mlp", 1)  # 3 → 64 → 32 → 1 (a value: equal e
 
 def train_label_classifier(s: TMU, feats: np.ndarray, easy: np.ndarray, key: jax.Array,
                            verbose: bool) -> train.TrainState:
-  """§2.4: MLP 3→64→32→1, BCE, SGD lr 0.01 momentum 0.9 wd 5e-4, ``clf.epochs`` epochs.
+  """§2.4: MLP 3→64→32→1, BCE, SGD lr 0.01 momentum 0.9 wd 5e-4, ``clf.epochs`` epochs;
+  ``clf.members`` > 1 trains that many (an ensemble state, averaged by easy_probability).
 
   With ``balanced``, each class's examples weigh 1/(2·its share), so hard samples count as
   much as easy ones in total (FINDINGS.md: the plain loss collapses to "all easy").
@@ -30,18 +32,32 @@ def train_label_classifier(s: TMU, feats: np.ndarray, easy: np.ndarray, key: jax
                              weight=jnp.asarray(weight)), s.clf.batch_size)
   opt = train.Optimizer("sgd", s.clf.lr, 0.9, s.clf.weight_decay)
   k_init, k_fit = jax.random.split(key)
-  state = train.new_state(k_init, LABEL_MLP, (feats.shape[1],), opt)
   spec = train.StepSpec(model=LABEL_MLP, optimizer=opt.family,
                         loss_fn=train.binary_cross_entropy)
-  state, _ = train.fit(state, stream, spec=spec, epochs=s.clf.epochs, key=k_fit,
-                       name="tmu/classifier", verbose=verbose)
-  return state
+  if s.clf.members == 1:
+    state = train.new_state(k_init, LABEL_MLP, (feats.shape[1],), opt)
+    state, _ = train.fit(state, stream, spec=spec, epochs=s.clf.epochs, key=k_fit,
+                         name="tmu/classifier", verbose=verbose)
+    return state
+  # ``members`` classifiers as one program (member 0 is the single classifier of ``key``),
+  # each its own initialisation and batch order; easy_probability averages them.
+  m = s.clf.members
+  states = E.new_ensemble(E.member_keys(k_init, m), LABEL_MLP, (feats.shape[1],), opt)
+  states, _ = E.fit_ensemble(states, stream, spec=spec, epochs=s.clf.epochs,
+                             keys=E.member_keys(k_fit, m), name="tmu/classifiers",
+                             verbose=verbose)
+  return states
 
 
 def easy_probability(state: train.TrainState, feats: np.ndarray) -> np.ndarray:
-  """p(easy) of each row of f32[n, F] standardised features: f32[n]."""
-  logits = train.logits(LABEL_MLP, state.variables, jnp.asarray(feats))
-  return np.asarray(jax.nn.sigmoid(logits[:, 0]))
+  """p(easy) of each row of f32[n, F] standardised features: f32[n]; for an ensemble of
+  classifiers (a leading member axis), the mean over members."""
+  x = jnp.asarray(feats)
+  if state.step.ndim == 0:
+    return np.asarray(jax.nn.sigmoid(train.logits(LABEL_MLP, state.variables, x)[:, 0]))
+  p = [jax.nn.sigmoid(train.logits(LABEL_MLP, E.member(state, i).variables, x)[:, 0])
+       for i in range(E.size(state))]
+  return np.asarray(jnp.mean(jnp.stack(p), axis=0))
 
 
 def predict_easy(p_easy: np.ndarray, threshold: str, twin_hard_rate: float,

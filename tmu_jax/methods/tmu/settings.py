@@ -71,6 +71,8 @@ class Classifier:
   lr: float = schema.field(0.01, lo=0.0, lo_open=True)
   weight_decay: float = schema.field(5e-4, lo=0.0)
   batch_size: int = schema.field(32, lo=1)
+  members: int = schema.field(1, lo=1, doc="classifiers trained (own init and batch order) "
+                              "whose p(easy) is averaged: less of one classifier's randomness")
   heldout_auc: bool = schema.field(False, doc="also report the AUC on twin draws the "
                                    "classifier did not train on (one fold per draw; reporting "
                                    "only, its cost counts in the method's time)")
