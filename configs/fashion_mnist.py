@@ -210,9 +210,7 @@ def get_config(arg: str | None = None):
     c = get_config("unlearn_dev")
     c.experiment.methods = ()
     for tag, (epochs, members) in CLF_CANDIDATES2.items():
-      v = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus")
-      v.clf.epochs, v.clf.members = epochs, members
-      c.methods[f"tmu_plus_{tag}"] = v
+      c.methods[f"tmu_plus_{tag}"] = tmu_plus_clf(c, clf_epochs=epochs, clf_members=members)
       c.experiment.methods += (f"tmu_plus_{tag}",)
   elif arg == "clf_dev":
     # Issue 11: TMU+'s label classifier, a small budget on the same development draws as
@@ -223,13 +221,7 @@ def get_config(arg: str | None = None):
     c = get_config("unlearn_dev")
     c.experiment.methods = ()
     for tag, fields in CLF_CANDIDATES.items():
-      v = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus")
-      for k, val in fields.items():
-        if k == "clf_epochs":
-          v.clf.epochs = val
-        else:
-          v[k] = val
-      c.methods[f"tmu_plus_{tag}"] = v
+      c.methods[f"tmu_plus_{tag}"] = tmu_plus_clf(c, **fields)
       c.experiment.methods += (f"tmu_plus_{tag}",)
     c.experiment.methods += ("tmu_plus_oracle",)
   elif arg == "clf_report":
@@ -237,8 +229,7 @@ def get_config(arg: str | None = None):
     # problems (run it with that study's cache_dir: only these rows train), with its random
     # control (same hard count, random choice).
     c = get_config("unlearn_report")
-    v = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus")
-    v.clf.epochs = CLF_CANDIDATES[CLF_CHOSEN]["clf_epochs"]
+    v = tmu_plus_clf(c, **CLF_CANDIDATES[CLF_CHOSEN])
     c.methods[f"tmu_plus_{CLF_CHOSEN}"] = v
     c.methods[f"tmu_plus_{CLF_CHOSEN}_random"] = default.tmu_variant(v, base_method="tmu_plus",
                                                                      threshold="random")
@@ -282,6 +273,17 @@ CLF_CANDIDATES2 = dict(r2_e100_m1=(100, 1), r2_e30_m1=(30, 1), r2_e100_m5=(100, 
                        r2_e30_m5=(30, 5))
 # Chosen on ``clf_dev`` by the rule (docs/selection.md): mean agreement 78.8 against 77.2.
 CLF_CHOSEN = "e30"
+
+
+def tmu_plus_clf(c, clf_epochs: int | None = None, clf_members: int | None = None, **fields):
+  """TMU+ with its label classifier's epochs / members and top-level ``fields`` (e.g. the
+  feature subset) changed."""
+  v = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus", **fields)
+  if clf_epochs is not None:
+    v.clf.epochs = clf_epochs
+  if clf_members is not None:
+    v.clf.members = clf_members
+  return v
 
 
 def tmu_plus_lr(c, factor: float, base_method: str = "tmu_plus", **overrides):
