@@ -204,6 +204,25 @@ def get_config(arg: str | None = None):
       c.methods.tmu_plus_tuned_oracle = tmu_plus_lr(c, TMU_PLUS_UNLEARN_LR,
                                                     base_method="tmu_plus_oracle")
       c.experiment.methods = ("tmu_plus_tuned", "tmu_plus_tuned_random", "tmu_plus_tuned_oracle")
+  elif arg in ("mech_dev", "mech_report"):
+    # Issue 11: TMU+'s aligned unlearning run as tuned finetune runs (every epoch, its lr) with
+    # the runner-up flips on top, with or without the predicted-easy D_f (docs/selection.md
+    # "TMU+'s unlearning run"). ``mech_dev``: the candidates on ``unlearn_dev``'s draws;
+    # ``mech_report``: MECH_CHOSEN and its random control on ``study_full``'s 30 problems
+    # (with that study's cache_dir).
+    if arg == "mech_dev":
+      c = get_config("unlearn_dev")
+      c.experiment.methods = ()
+      for tag, fields in MECH_CANDIDATES.items():
+        c.methods[f"tmu_plus_{tag}"] = tmu_plus_unlearn(c, **fields)
+        c.experiment.methods += (f"tmu_plus_{tag}",)
+    else:
+      c = get_config("unlearn_report")
+      v = tmu_plus_unlearn(c, **MECH_CANDIDATES[MECH_CHOSEN])
+      c.methods[f"tmu_plus_{MECH_CHOSEN}"] = v
+      c.methods[f"tmu_plus_{MECH_CHOSEN}_random"] = default.tmu_variant(
+          v, base_method="tmu_plus", threshold="random")
+      c.experiment.methods = (f"tmu_plus_{MECH_CHOSEN}", f"tmu_plus_{MECH_CHOSEN}_random")
   elif arg == "clf_dev2":
     # Round 2 of the label classifier on the same draws (docs/selection.md): averaging
     # ``clf.members`` classifiers against one, at 30 and 100 epochs.
@@ -247,7 +266,8 @@ def get_config(arg: str | None = None):
     raise ValueError(f"configs/fashion_mnist.py: unknown argument {arg!r}; valid: smoke, sweep, "
                      "sweep_full, sizes, epsilon, epsilon3, epsilon_cost, cost, study, study_cnn, "
                      "cnn_unlearn_dev, study_cnn_tuned, study_full, scrub_bn, baseline_dev, "
-                     "baseline_report, unlearn_dev, unlearn_report, clf_dev, clf_dev2, clf_report, random10")
+                     "baseline_report, unlearn_dev, unlearn_report, clf_dev, clf_dev2, clf_report, mech_dev, "
+                     "mech_report, random10")
   return c
 
 
@@ -273,6 +293,26 @@ CLF_CANDIDATES2 = dict(r2_e100_m1=(100, 1), r2_e30_m1=(30, 1), r2_e100_m5=(100, 
                        r2_e30_m5=(30, 5))
 # Chosen on ``clf_dev`` by the rule (docs/selection.md): mean agreement 78.8 against 77.2.
 CLF_CHOSEN = "e30"
+
+
+# TMU+'s unlearning-run candidates on ``mech_dev`` (docs/selection.md), the default first:
+# fields of its ``unlearn`` section. ``ft``: tuned finetune's run (5 epochs, lr 0.06, every
+# epoch) with the runner-up flips; ``noeasy``: predicted-easy D_f left out.
+MECH_CANDIDATES = dict(
+    mech_default=dict(),
+    mech_ft=dict(stop_when_flipped=False, epochs=5, lr=0.06),
+    mech_ft_noeasy=dict(stop_when_flipped=False, epochs=5, lr=0.06, keep_easy=False),
+    mech_noeasy=dict(keep_easy=False))
+# Chosen on ``mech_dev`` by the rule (filled in after it ran).
+MECH_CHOSEN = "mech_default"
+
+
+def tmu_plus_unlearn(c, **fields):
+  """TMU+ with fields of its ``unlearn`` section changed."""
+  v = default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus")
+  for k, val in fields.items():
+    v.unlearn[k] = val
+  return v
 
 
 def tmu_plus_clf(c, clf_epochs: int | None = None, clf_members: int | None = None, **fields):

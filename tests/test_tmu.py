@@ -442,3 +442,32 @@ def test_oracle_reference_uses_gold_labels_and_only_it_sees_gold(tiny):
   assert seen["finetune"] is None
   assert tiny.models.scorer.label_accuracy(result.pred_easy, tiny.models.ref) == 100.0
   assert entries["paper"] is False and entries["pred_hard"] == int((~gold_right).sum())
+
+
+def test_unlearning_without_the_stop_rule_and_without_the_easy_samples(tiny):
+  """``unlearn.stop_when_flipped = False`` runs every epoch (steps = epochs × ceil(rows /
+  batch)); ``keep_easy = False`` leaves predicted-easy D_f out of those rows. On the oracle
+  (gold's labels, so the split is fixed) the default stops early instead."""
+  config = tiny.config.copy_and_resolve_references()
+  hard_repeat = config.methods.tmu_plus.unlearn.hard_repeat
+  y_f = np.asarray(tiny.problem.take(tiny.problem.split.forget)[1])
+  n_easy = int((np.asarray(tiny.models.ref.gold_logits_forget).argmax(-1) == y_f).sum())
+  n_hard = N_FORGET - n_easy
+  steps = {}
+  for name, keep, stop in (("o_default", True, True), ("o_all_epochs", True, False),
+                           ("o_no_easy", False, False)):
+    v = default.tmu_variant(config.methods.tmu_plus, base_method="tmu_plus_oracle")
+    v.unlearn.keep_easy, v.unlearn.stop_when_flipped = keep, stop
+    # A batch of n_easy rows: leaving the easy rows out is then exactly one step an epoch less.
+    v.unlearn.batch_size, v.unlearn.epochs = n_easy, 2
+    config.methods[name] = v
+    _, _, result = runs.apply_method(config, tiny.problem, tiny.models, tiny.original, name,
+                                     method_key(tiny, name), {})
+    steps[name] = (result.steps, result.stopped)
+  assert 0 < n_easy < N_FORGET
+  rows = lambda easy: N_RETAIN + easy + hard_repeat * n_hard
+  per_epoch = lambda easy: -(-rows(easy) // n_easy)
+  assert per_epoch(n_easy) == per_epoch(0) + 1
+  assert steps["o_all_epochs"] == (2 * per_epoch(n_easy), "")
+  assert steps["o_no_easy"] == (2 * per_epoch(0), "")
+  assert steps["o_default"][1] == "all_flipped" and steps["o_default"][0] < per_epoch(n_easy)

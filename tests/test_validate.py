@@ -549,6 +549,7 @@ def test_launch_py_exits_2_with_one_line(tmp_path):
                                  "study_full", "scrub_bn", "cnn_unlearn_dev", "study_cnn_tuned",
                                  "baseline_dev", "baseline_report", "unlearn_dev",
                                  "unlearn_report", "clf_dev", "clf_dev2", "clf_report",
+                                 "mech_dev", "mech_report",
                                  "random10"])
 def test_every_named_fashion_mnist_config_validates(arg):
   """Each documented configs/fashion_mnist.py argument passes the checks run before any work."""

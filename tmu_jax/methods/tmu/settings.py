@@ -86,6 +86,11 @@ class Unlearn(OptimizerSettings):
   epochs: int = schema.field(5, lo=1)
   retain_fraction: float = schema.field(1.0, lo=0.0, hi=1.0, lo_open=True)
   hard_repeat: int = schema.field(20, lo=1, doc="runner_up: copies of each hard sample")
+  keep_easy: bool = schema.field(True, doc="§2.5: predicted-easy D_f trains with its true "
+                                 "labels; False leaves it out (it drifts as under fine-tuning "
+                                 "on D_r)")
+  stop_when_flipped: bool = schema.field(True, doc="runner_up: stop once every predicted-hard "
+                                         "sample is misclassified; False runs every epoch")
 
 
 @dataclasses.dataclass(frozen=True)

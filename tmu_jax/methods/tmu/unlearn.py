@@ -37,10 +37,13 @@ def _stop_now(spec, variables, aux, step) -> jax.Array:
 
 def aligned_unlearning(ctx: Context, u: Unlearn, pred_easy: np.ndarray, key: jax.Array
                        ) -> Result:
-  """§2.5: from M_o, D_r ∪ D_f^easy with true labels, D_f^hard with a forgetting mechanism."""
+  """§2.5: from M_o, D_r ∪ D_f^easy with true labels (D_r alone without ``keep_easy``),
+  D_f^hard with a forgetting mechanism."""
   problem = ctx.problem
   forget = problem.split.forget
   easy, hard = forget[pred_easy], forget[~pred_easy]
+  if not u.keep_easy:
+    easy = easy[:0]
   k_sub, k_fit = jax.random.split(key)
   retain = retain_subset(problem, u.retain_fraction, k_sub)
   if u.mechanism == "runner_up":
@@ -58,7 +61,8 @@ def aligned_unlearning(ctx: Context, u: Unlearn, pred_easy: np.ndarray, key: jax
 
 def _runner_up_unlearning(ctx: Context, u: Unlearn, retain, easy, hard, key) -> Result:
   """Strong unlearning: each predicted-hard sample gets M_o's runner-up label, repeated
-  ``hard_repeat`` times, until every one of them is misclassified (or ``epochs`` run out)."""
+  ``hard_repeat`` times, until every one of them is misclassified (or ``epochs`` run out;
+  every epoch without ``stop_when_flipped``)."""
   problem = ctx.problem
   x_h, y_h = problem.take(hard)
   targets = runner_up_labels(ctx, x_h, y_h) if len(hard) else y_h
@@ -68,7 +72,8 @@ def _runner_up_unlearning(ctx: Context, u: Unlearn, retain, easy, hard, key) -> 
   stream = train.Stream(dict(image=images, label=labels), u.batch_size)
   spe = train.steps_per_epoch((stream,))
   opt = u.optimizer_for(u.epochs * spe)
-  rule = train.StopRule(all_flipped if len(hard) else _stop_now, every=max(1, spe // 4))
+  rule = (train.StopRule(all_flipped if len(hard) else _stop_now, every=max(1, spe // 4))
+          if u.stop_when_flipped else None)
   out = fit(ctx, start(ctx, opt), stream, spec=ctx.spec_for(opt), epochs=u.epochs, key=key,
             aux=dict(stop_x=x_h, stop_y=y_h), stop=rule, name="tmu/unlearn",
             verbose=ctx.verbose)
