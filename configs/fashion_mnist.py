@@ -303,8 +303,8 @@ MECH_CANDIDATES = dict(
     mech_ft=dict(stop_when_flipped=False, epochs=5, lr=0.06),
     mech_ft_noeasy=dict(stop_when_flipped=False, epochs=5, lr=0.06, keep_easy=False),
     mech_noeasy=dict(keep_easy=False))
-# Chosen on ``mech_dev`` by the rule (filled in after it ran).
-MECH_CHOSEN = "mech_default"
+# Chosen on ``mech_dev`` by the rule: mean agreement 77.2 against the default's 76.6.
+MECH_CHOSEN = "mech_ft"
 
 
 def tmu_plus_unlearn(c, **fields):
