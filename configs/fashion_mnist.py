@@ -193,10 +193,7 @@ def get_config(arg: str | None = None):
       c.experiment.gold_models = 1
       c.experiment.forget_classes = (6,)
       c.experiment.seeds = (100, 101, 102, 103, 104)
-      c.experiment.methods = ()
-      for tag, factor in LR_BUDGET.items():
-        c.methods[f"tmu_plus_{tag}"] = tmu_plus_lr(c, factor)
-        c.experiment.methods += (f"tmu_plus_{tag}",)
+      tmu_plus_candidates(c, {tag: tmu_plus_lr(c, factor) for tag, factor in LR_BUDGET.items()})
     else:
       c = get_config("study_full")
       c.experiment.forget_classes = (6, 4, 2, 0, 1, 3, 5, 7, 8, 9)  # the study's run order
@@ -214,25 +211,17 @@ def get_config(arg: str | None = None):
     # (with that study's cache_dir).
     if arg == "mech_dev":
       c = get_config("unlearn_dev")
-      c.experiment.methods = ()
-      for tag, fields in MECH_CANDIDATES.items():
-        c.methods[f"tmu_plus_{tag}"] = tmu_plus_unlearn(c, **fields)
-        c.experiment.methods += (f"tmu_plus_{tag}",)
+      tmu_plus_candidates(c, {tag: tmu_plus_unlearn(c, **fields)
+                              for tag, fields in MECH_CANDIDATES.items()})
     else:
       c = get_config("unlearn_report")
-      v = tmu_plus_unlearn(c, **MECH_CANDIDATES[MECH_CHOSEN])
-      c.methods[f"tmu_plus_{MECH_CHOSEN}"] = v
-      c.methods[f"tmu_plus_{MECH_CHOSEN}_random"] = default.tmu_variant(
-          v, base_method="tmu_plus", threshold="random")
-      c.experiment.methods = (f"tmu_plus_{MECH_CHOSEN}", f"tmu_plus_{MECH_CHOSEN}_random")
+      tmu_plus_report(c, MECH_CHOSEN, tmu_plus_unlearn(c, **MECH_CANDIDATES[MECH_CHOSEN]))
   elif arg == "clf_dev2":
     # Round 2 of the label classifier on the same draws (docs/selection.md): averaging
     # ``clf.members`` classifiers against one, at 30 and 100 epochs.
     c = get_config("unlearn_dev")
-    c.experiment.methods = ()
-    for tag, (epochs, members) in CLF_CANDIDATES2.items():
-      c.methods[f"tmu_plus_{tag}"] = tmu_plus_clf(c, clf_epochs=epochs, clf_members=members)
-      c.experiment.methods += (f"tmu_plus_{tag}",)
+    tmu_plus_candidates(c, {tag: tmu_plus_clf(c, **fields)
+                            for tag, fields in CLF_CANDIDATES2.items()})
   elif arg == "clf_dev":
     # Issue 11: TMU+'s label classifier, a small budget on the same development draws as
     # ``unlearn_dev`` (docs/selection.md "TMU+'s label classifier"): the paper's feature
@@ -240,21 +229,15 @@ def get_config(arg: str | None = None):
     # features, so only the classifier and the unlearning run per candidate. The oracle (gold's
     # labels) is there as the reference, not a candidate.
     c = get_config("unlearn_dev")
-    c.experiment.methods = ()
-    for tag, fields in CLF_CANDIDATES.items():
-      c.methods[f"tmu_plus_{tag}"] = tmu_plus_clf(c, **fields)
-      c.experiment.methods += (f"tmu_plus_{tag}",)
+    tmu_plus_candidates(c, {tag: tmu_plus_clf(c, **fields)
+                            for tag, fields in CLF_CANDIDATES.items()})
     c.experiment.methods += ("tmu_plus_oracle",)
   elif arg == "clf_report":
     # The label-classifier candidate chosen on ``clf_dev`` (CLF_CHOSEN) on ``study_full``'s 30
     # problems (run it with that study's cache_dir: only these rows train), with its random
     # control (same hard count, random choice).
     c = get_config("unlearn_report")
-    v = tmu_plus_clf(c, **CLF_CANDIDATES[CLF_CHOSEN])
-    c.methods[f"tmu_plus_{CLF_CHOSEN}"] = v
-    c.methods[f"tmu_plus_{CLF_CHOSEN}_random"] = default.tmu_variant(v, base_method="tmu_plus",
-                                                                     threshold="random")
-    c.experiment.methods = (f"tmu_plus_{CLF_CHOSEN}", f"tmu_plus_{CLF_CHOSEN}_random")
+    tmu_plus_report(c, CLF_CHOSEN, tmu_plus_clf(c, **CLF_CANDIDATES[CLF_CHOSEN]))
   elif arg == "random10":
     # SalUn's headline setting (Fan et al. 2024): random forgetting of 10% of T across classes
     # (scenario instance, k = 4 800 of the 48 000 training images), Avg. Gap against a 4-model
@@ -291,9 +274,9 @@ TMU_PLUS_UNLEARN_LR = 1.0
 CLF_CANDIDATES = dict(clf=dict(), af_cf=dict(features="af,cf"), nf_cf=dict(features="nf,cf"),
                       nf_af=dict(features="nf,af"), e30=dict(clf_epochs=30),
                       e300=dict(clf_epochs=300))
-# Round 2 (``clf_dev2``): tag -> (clf.epochs, clf.members); round 1's two best first.
-CLF_CANDIDATES2 = dict(r2_e100_m1=(100, 1), r2_e30_m1=(30, 1), r2_e100_m5=(100, 5),
-                       r2_e30_m5=(30, 5))
+# Round 2 (``clf_dev2``): the classifier's epochs × members; round 1's two best first.
+CLF_CANDIDATES2 = {f"r2_e{e}_m{m}": dict(clf_epochs=e, clf_members=m)
+                   for e, m in ((100, 1), (30, 1), (100, 5), (30, 5))}
 # Chosen on ``clf_dev`` by the rule (docs/selection.md): mean agreement 78.8 against 77.2.
 CLF_CHOSEN = "e30"
 
@@ -308,6 +291,23 @@ MECH_CANDIDATES = dict(
     mech_noeasy=dict(keep_easy=False))
 # Chosen on ``mech_dev`` by the rule: mean agreement 77.2 against the default's 76.6.
 MECH_CHOSEN = "mech_ft"
+
+
+def tmu_plus_candidates(c, variants: dict) -> None:
+  """The experiment's methods become one ``tmu_plus_<tag>`` section per candidate, in order."""
+  c.experiment.methods = ()
+  for tag, v in variants.items():
+    c.methods[f"tmu_plus_{tag}"] = v
+    c.experiment.methods += (f"tmu_plus_{tag}",)
+
+
+def tmu_plus_report(c, tag: str, v) -> None:
+  """The chosen candidate ``v`` as ``tmu_plus_<tag>`` and its random control (same hard count,
+  random choice) as ``tmu_plus_<tag>_random``: the experiment's methods."""
+  c.methods[f"tmu_plus_{tag}"] = v
+  c.methods[f"tmu_plus_{tag}_random"] = default.tmu_variant(v, base_method="tmu_plus",
+                                                            threshold="random")
+  c.experiment.methods = (f"tmu_plus_{tag}", f"tmu_plus_{tag}_random")
 
 
 def tmu_plus_unlearn(c, **fields):
