@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tmu_jax import rng, train
+from tmu_jax import rng, train, validate
+from tmu_jax.errors import ConfigError
 from tmu_jax.experiment import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,6 +149,30 @@ def test_method_result_cache(tiny, baselines, tmp_path):
   timing = ("time_s", "compile_s", "cached", "rte", "too_slow")  # wall-clock
   strip = lambda m: {k: v for k, v in m.items() if k not in timing}
   assert strip(fourth["finetune"]) == strip(first["finetune"])  # recomputed, equal numbers
+
+
+def test_rng_name_shares_a_sections_random_stream(tiny, tmp_path):
+  """Two sections of random_label with equal settings differ by their randomness (the key
+  derives from the section's name); with ``rng_name`` set to the other's name a section draws
+  the same stream and gives the same result, and a cached result is not reused across it."""
+  workdir = str(tmp_path)
+  config = tiny.config.copy_and_resolve_references()
+  base = config.methods.random_label.to_dict()
+  config.methods.rl_twin = dict(base, base="random_label")
+  config.methods.rl_shared = dict(base, base="random_label", rng_name="random_label")
+  run = lambda n: runs.run_method(config, workdir, tiny.problem, tiny.models, n, shared={})
+  ref, other, shared = run("random_label"), run("rl_twin"), run("rl_shared")
+  score = lambda m: (m["acc_forget"], m["acc_retain"], m["acc_test"], m["mia"])
+  assert score(shared) == score(ref)
+  assert score(other) != score(ref)
+  assert not shared["cached"]
+  config.methods.rl_shared.rng_name = "rl_twin"  # another stream: not the cached result
+  again = run("rl_shared")
+  assert not again["cached"] and score(again) == score(other)
+  config.methods.rl_shared.rng_name = ""
+  config.experiment.methods = ("rl_shared",)
+  with pytest.raises(ConfigError, match="methods.rl_shared.rng_name"):
+    validate.check_config(config)
 
 
 # TMU is left out here for time (its twins would double this test); test_tmu runs it through

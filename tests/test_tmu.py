@@ -93,6 +93,27 @@ def test_standardizer_uses_twin_statistics():
   np.testing.assert_allclose(s(np.array([[1.0, 20.0]])), [[0, 0]])
 
 
+def test_standardize_twin_or_own_statistics():
+  """twin: D_f standardised with the twin set's statistics (§2.3); own: with its own, so D_f's
+  z-scores have mean 0 and std 1 per feature and do not move under an affine shift of D_f."""
+  r = np.random.default_rng(0)
+  twin_feats = r.normal(size=(80, 3))
+  forget = r.normal(size=(20, 3)) * 2.0 + 5.0
+  t, f = F.standardize(twin_feats, forget, "twin")
+  s = F.Standardizer.fit(twin_feats)
+  np.testing.assert_allclose(t, s(twin_feats))
+  np.testing.assert_allclose(f, s(forget))
+  assert f.mean(0).min() > 1.0  # the shift survives twin statistics
+  t2, own = F.standardize(twin_feats, forget, "own")
+  np.testing.assert_allclose(t2, t)
+  np.testing.assert_allclose(own.mean(0), 0, atol=1e-6)
+  np.testing.assert_allclose(own.std(0), 1, atol=1e-5)
+  _, moved = F.standardize(twin_feats, 3.0 * forget - 7.0, "own")
+  np.testing.assert_allclose(moved, own, atol=1e-5)
+  with pytest.raises(ValueError, match="valid: twin, own"):
+    F.standardize(twin_feats, forget, "ranks")
+
+
 def test_twin_size_rule():
   """|D_t| = round(|D_f|·(|D_r| + |D_f|)/|D_r|) (TMU Eq. 3)."""
   assert twin.twin_size(100, 47900) == 100

@@ -176,6 +176,7 @@ def _check_methods(c) -> None:
     if section is None:
       raise ConfigError(f"config section methods.{name} is missing (see configs/default.py)")
     schema.parse(methods.get(base).settings, section, f"methods.{name}")
+    methods.rng_name_of(name, section)
 
 
 def _check_tfds_name(name: str) -> None:

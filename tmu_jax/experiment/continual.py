@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from tmu_jax import data as data_lib, metrics, protocol, rng
+from tmu_jax import data as data_lib, methods, metrics, protocol, rng
 from tmu_jax.errors import ConfigError
 from tmu_jax.experiment.results import public
 from tmu_jax.experiment.runs import Models, apply_method, make_problem
@@ -71,7 +71,8 @@ def run_continual(config, workdir: str, dataset: data_lib.Dataset, forget_class:
         run["methods"][name] = dict(failed=True, note=f"stopped after an earlier round: "
                                     f"{failed[name]}")
         continue
-      key = jax.random.fold_in(rng.named(rng.seed_key(seed), f"method/{name}"), r)
+      stream = methods.rng_name_of(name, config.methods[name] if name in config.methods else None)
+      key = jax.random.fold_in(rng.named(rng.seed_key(seed), f"method/{stream}"), r)
       state, out, _ = apply_method(config, pr, models, current[name], name, key, shared)
       if state is None:
         failed[name] = out["note"]

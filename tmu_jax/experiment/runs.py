@@ -101,7 +101,9 @@ def run_method(config, workdir: str, problem: Problem, models: Models, name: str
   """One registered method from M_o, scored against gold (or taken from the method cache)."""
   info, settings = settings_of(config, name)
   cache = MethodCache(protocol.cache_dir(config, workdir))
-  key = method_key(original=models.original_key, gold=models.gold_key,
+  rng_name = methods.rng_name_of(name, config.methods[name] if name in config.methods else None)
+  # (rng_name joins the cache key only when set, so every other method keeps its key.)
+  key = method_key(**({} if rng_name == name else dict(rng_name=rng_name)),original=models.original_key, gold=models.gold_key,
                    split=problem.split_key, method=info.name,
                    settings=dataclasses.asdict(settings), mode=problem.mode,
                    mia_samples=config.experiment.mia_samples, name=name,
@@ -113,7 +115,7 @@ def run_method(config, workdir: str, problem: Problem, models: Models, name: str
     cached = cache.get(name, key)
     if cached is not None:
       return dict(cached, cached=True)
-  rkey = rng.named(rng.seed_key(problem.seed), f"method/{name}")
+  rkey = rng.named(rng.seed_key(problem.seed), f"method/{rng_name}")
   state, out, result = apply_method(config, problem, models, models.original, name, rkey,
                                     shared)
   if state is not None:

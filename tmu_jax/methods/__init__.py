@@ -5,7 +5,8 @@ imports every method module, which registers them; the registry itself imports n
 """
 
 from tmu_jax.methods.common import Context, Result
-from tmu_jax.methods.registry import MethodInfo, available, base_of, get, register
+from tmu_jax.methods.registry import MethodInfo, available, base_of, get, register, rng_name_of
 from tmu_jax.methods import baselines, l2ul, salun, scrub, tmu  # noqa: F401  (registers)
 
-__all__ = ["Context", "MethodInfo", "Result", "available", "base_of", "get", "register"]
+__all__ = ["Context", "MethodInfo", "Result", "available", "base_of", "get", "register",
+           "rng_name_of"]

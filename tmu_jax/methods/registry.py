@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from tmu_jax.errors import ConfigError
+
 _REGISTRY: dict[str, "MethodInfo"] = {}
 GROUPS = ("baseline", "tmu", "l2ul")
 NEEDS = ("retain", "pool", "gold")
@@ -72,6 +74,20 @@ def get(name: str) -> MethodInfo:
   if name not in _REGISTRY:
     raise KeyError(f"unknown method {name!r}; valid: {', '.join(available())}")
   return _REGISTRY[name]
+
+
+def rng_name_of(name: str, section: Any) -> str:
+  """The name whose random stream a config section's method draws: its ``rng_name`` key, or
+  its own name. A variant with its parent's ``rng_name`` shares the parent's initialisations,
+  batch orders and random draws (common random numbers), so the two differ by their settings
+  alone; without it, two sections with equal settings differ by their randomness."""
+  if section is not None and "rng_name" in section:
+    value = section["rng_name"]
+    if not isinstance(value, str) or not value:
+      raise ConfigError(f"config field methods.{name}.rng_name = {value!r} is not valid: "
+                        "expected a method section's name")
+    return value
+  return name
 
 
 def base_of(name: str, section: Any) -> str:

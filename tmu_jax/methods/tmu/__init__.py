@@ -139,9 +139,9 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
   keys = jax.random.split(ctx.key, 6)
   art, reused = twin_artifacts(ctx, s)
   # §2.3 standardise with twin statistics; §2.4 classifier; predicted easy/hard split of D_f.
-  scale = F.Standardizer.fit(art.twin)
+  # (standardize = "own": D_f with its own statistics instead, a per-problem normalisation.)
   cols = s.feature_columns
-  twin_z, orig_z = scale(art.twin)[:, cols], scale(art.forget)[:, cols]
+  twin_z, orig_z = (z[:, cols] for z in F.standardize(art.twin, art.forget, s.standardize))
   clf = train_label_classifier(s, twin_z, art.twin_easy, keys[5], ctx.verbose)
   p_easy = easy_probability(clf, orig_z)
   # The twin hard rate sets TMU+'s hard count. With a short pool, augmented fill copies are

@@ -103,3 +103,19 @@ class Standardizer(NamedTuple):
 
   def __call__(self, features) -> np.ndarray:
     return ((np.asarray(features, np.float64) - self.mean) / self.std).astype(np.float32)
+
+
+def standardize(twin: np.ndarray, forget: np.ndarray, how: str = "twin"
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """(twin, forget) features standardised for the label classifier.
+
+  ``twin``: both with the twin set's statistics (§2.3). ``own``: the twin set with its own and
+  D_f with D_f's own (a per-problem normalisation, issue 11's "AF asymmetry"): a feature that is
+  shifted or rescaled on D_f against the twin side then leaves D_f's scores unchanged.
+  """
+  scale = Standardizer.fit(twin)
+  if how == "twin":
+    return scale(twin), scale(forget)
+  if how == "own":
+    return scale(twin), Standardizer.fit(forget)(forget)
+  raise ValueError(f"unknown standardisation {how!r}; valid: twin, own")

@@ -15,6 +15,7 @@ from tmu_jax.methods.common import OptimizerSettings
 FEATURES = ("nf", "af", "cf")
 THRESHOLDS = ("half", "twin_rate", "random")
 MECHANISMS = ("random_label", "neg_grad", "runner_up")
+STANDARDIZE = ("twin", "own")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +110,9 @@ class TMU:
   balanced: bool = schema.field(False, doc="class-balanced BCE for the label classifier")
   threshold: str = schema.field("half", choices=THRESHOLDS,
                                 doc="half: easy iff p > 0.5; twin_rate: hard count = twin rate")
+  standardize: str = schema.field("twin", choices=STANDARDIZE,
+                                  doc="D_f's feature statistics: twin = §2.3 (the twin set's), "
+                                  "own = D_f's own (a per-problem normalisation)")
   rate_from: str = schema.field("all", choices=("all", "originals"),
                                 doc="twin rows the twin hard rate counts: all, or pool images "
                                 "only (not augmented fill copies of a short pool)")
