@@ -9,7 +9,7 @@ Avg. Gap. Issue 11's study: ``study`` (30 runs), ``baseline_dev`` / ``baseline_r
 baselines' tuning), ``epsilon3`` (ε on three classes), ``study_cnn`` (the small CNN),
 ``study_full`` (all 60 000 images), ``scrub_bn`` (SCRUB on a BatchNorm network), and TMU+'s own
 budget on development draws: ``unlearn_dev``, ``clf_dev`` / ``clf_dev2`` / ``clf_report``,
-``mech_dev`` / ``mech_report``, ``norm_dev`` (docs/selection.md).
+``mech_dev`` / ``mech_report``, ``norm_dev``, ``kf_dev`` / ``kf_report`` (docs/selection.md).
 """
 
 from configs import default
@@ -251,6 +251,26 @@ def get_config(arg: str | None = None):
     tmu_plus_candidates(c, {tag: default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus",
                                                      standardize=how, rng_name=first)
                             for tag, how in NORM_CANDIDATES.items()})
+  elif arg in ("kf_dev", "kf_report"):
+    # KF, a fourth feature for TMU+'s label classifier (an extension of §2.2: the label share
+    # of a sample's 10 nearest training images in pixel space; docs/selection.md "KF").
+    # ``kf_dev``: the candidates on ``unlearn_dev``'s draws, all on the default's random stream
+    # (they share the twins and NF/AF/CF). ``kf_report``: the chosen one (on TMU+'s stream), its
+    # random control, TMU+ and tuned finetune on the study's 30 problems (``study``: 10 000
+    # images, G = 4; its cache is not kept on this machine, so the models train again).
+    if arg == "kf_dev":
+      c = get_config("unlearn_dev")
+      first = f"tmu_plus_{next(iter(KF_CANDIDATES))}"
+      tmu_plus_candidates(c, {tag: default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus",
+                                                       features=feats, rng_name=first)
+                              for tag, feats in KF_CANDIDATES.items()})
+    else:
+      c = get_config("study")
+      tmu_plus_report(c, KF_CHOSEN, default.tmu_variant(
+          c.methods.tmu_plus, base_method="tmu_plus", features=KF_CANDIDATES[KF_CHOSEN],
+          rng_name="tmu_plus"))
+      c.methods.finetune_tuned = default.scaled_lr(c, "finetune", TUNED_LR["finetune"])
+      c.experiment.methods = ("tmu_plus", "finetune_tuned") + tuple(c.experiment.methods)
   elif arg == "random10":
     # SalUn's headline setting (Fan et al. 2024): random forgetting of 10% of T across classes
     # (scenario instance, k = 4 800 of the 48 000 training images), Avg. Gap against a 4-model
@@ -265,7 +285,7 @@ def get_config(arg: str | None = None):
                      "sweep_full, sizes, epsilon, epsilon3, epsilon_cost, cost, study, study_cnn, "
                      "cnn_unlearn_dev, study_cnn_tuned, study_full, scrub_bn, baseline_dev, "
                      "baseline_report, unlearn_dev, unlearn_report, clf_dev, clf_dev2, "
-                     "clf_report, mech_dev, mech_report, norm_dev, random10")
+                     "clf_report, mech_dev, mech_report, norm_dev, kf_dev, kf_report, random10")
   return c
 
 
@@ -309,6 +329,12 @@ MECH_CHOSEN = "mech_ft"
 # TMU+'s feature normalisation on ``norm_dev`` (docs/selection.md), the default first; the
 # rule kept the default (``own``: mean agreement 73.2 against 74.0).
 NORM_CANDIDATES = dict(norm_twin="twin", norm_own="own")
+
+
+# KF on ``kf_dev`` (docs/selection.md), the default first: the label classifier's features.
+KF_CANDIDATES = dict(kf_off="nf,af,cf", kf="nf,af,cf,kf", kf_only="kf")
+# Set from ``kf_dev`` by the rule before ``kf_report`` runs.
+KF_CHOSEN = "kf"
 
 
 def tmu_plus_candidates(c, variants: dict) -> None:

@@ -492,3 +492,56 @@ def test_unlearning_without_the_stop_rule_and_without_the_easy_samples(tiny):
   assert steps["o_all_epochs"] == (2 * per_epoch(n_easy), "")
   assert steps["o_no_easy"] == (2 * per_epoch(0), "")
   assert steps["o_default"][1] == "all_flipped" and steps["o_default"][0] < per_epoch(n_easy)
+
+
+@pytest.mark.parametrize("n,m,qc,rc", [(10, 37, 4, 8), (5, 3, 4, 4), (33, 100, 512, 4096)])
+def test_neighbour_label_share_matches_brute_force(n, m, qc, rc):
+  """The chunked running top-k's labels: the share of the k nearest references labelled cls."""
+  gen = np.random.default_rng(n + m)
+  q = gen.normal(size=(n, 6)).astype(np.float32)
+  r = gen.normal(size=(m, 6)).astype(np.float32)
+  labels = gen.integers(0, 3, size=m)
+  got = F.neighbour_label_share(jnp.asarray(q), jnp.asarray(r), jnp.asarray(labels), 1, k=5,
+                                query_chunk=qc, ref_chunk=rc)
+  d = ((q[:, None, :] - r[None, :, :]) ** 2).sum(-1)
+  near = np.argsort(d, axis=1)[:, :min(5, m)]
+  np.testing.assert_allclose(got, (labels[near] == 1).mean(1), atol=1e-6)
+
+
+def test_kf_feature_is_the_pixel_cosine_neighbour_share(tiny):
+  """KF of D_f: the share of its 10 nearest D_r images (cosine of the pixel vectors) that are
+  of the forget class, by brute force; and in [0, 1]."""
+  problem = tiny.problem
+  x_f, _ = problem.take(problem.split.forget)
+  x_r, y_r = problem.take(problem.split.retain)
+  got = np.asarray(F.kf_feature(x_f, x_r, y_r, problem.forget_class, k=10, ref_chunk=300))
+  unit = lambda x: (lambda p: p / np.linalg.norm(p, axis=1, keepdims=True))(
+      np.asarray(x, np.float64).reshape(x.shape[0], -1))
+  near = np.argsort(-(unit(x_f) @ unit(x_r).T), axis=1)[:, :10]
+  np.testing.assert_allclose(got, (np.asarray(y_r)[near] == problem.forget_class).mean(1),
+                             atol=1e-6)
+  assert 0.0 <= got.min() and got.max() <= 1.0 and got.std() > 0
+
+
+def test_kf_variant_adds_a_fourth_column_on_the_shared_twins(tiny, tmu_runs):
+  """features = nf,af,cf,kf: the same twin artefacts (no second twin computation), NF/AF/CF
+  unchanged, a fourth column equal to kf_columns, and the classifier on four inputs."""
+  config = tiny.config.copy_and_resolve_references()
+  config.methods.tmu_plus.n_twins = 1
+  config.methods.tmu_plus.twin = ml_collections.ConfigDict(config.methods.tmu.twin.to_dict())
+  config.methods.tmu_plus_kf = default.tmu_variant(config.methods.tmu_plus, base_method="tmu_plus",
+                                                   features="nf,af,cf,kf")
+  shared = tmu_runs["shared"]
+  _, entries, result = runs.apply_method(config, tiny.problem, tiny.models, tiny.original,
+                                         "tmu_plus_kf", method_key(tiny, "tmu_plus"), shared)
+  assert entries["twins_reused"]
+  base = tmu_runs["tmu_plus"][2].arrays
+  assert result.arrays["twin"].shape == (30, 4) and result.arrays["forget"].shape == (N_FORGET, 4)
+  np.testing.assert_array_equal(result.arrays["twin"][:, :3], base["twin"])
+  np.testing.assert_array_equal(result.arrays["forget"][:, :3], base["forget"])
+  art = next(v for k, v in shared.items() if k[0] == "tmu/twins")
+  _, s = runs.settings_of(config, "tmu_plus_kf")
+  twin_kf, forget_kf = tmu.kf_columns(tiny.problem, s, art)
+  np.testing.assert_array_equal(result.arrays["twin"][:, 3], twin_kf)
+  np.testing.assert_array_equal(result.arrays["forget"][:, 3], forget_kf)
+  assert result.pred_easy.shape == (N_FORGET,)

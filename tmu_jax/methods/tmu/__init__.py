@@ -49,6 +49,7 @@ class TwinArtifacts:
   distinct: int  # distinct images over all twin draws (n_twins·|D_t| when none repeats)
   forget: np.ndarray  # f32[|D_f|, 3] NF, AF, CF of D_f with M_o
   twin_original: np.ndarray  # bool[n_twins·|D_t|]: a pool image, not an augmented fill copy
+  x_twin: jax.Array  # uint8[n_twins·|D_t|, ...]: the twin images, in the rows of ``twin``
 
 
 def sample_features(ctx: Context, s: TMU, state: train.TrainState,
@@ -100,7 +101,7 @@ def compute_twin_artifacts(ctx: Context, s: TMU) -> TwinArtifacts:
   return TwinArtifacts(size, np.concatenate(twin_feats), np.concatenate(twin_easy),
                        float(np.mean(twin_acc)), distinct_images(x_twins),
                        sample_features(ctx, s, ctx.original, curriculum, x_f, y_f, x_rem_orig,
-                                       keys[4]), original)
+                                       keys[4]), original, jnp.concatenate(x_twins))
 
 
 def twin_artifacts(ctx: Context, s: TMU) -> tuple[TwinArtifacts, bool]:
@@ -114,6 +115,19 @@ def twin_artifacts(ctx: Context, s: TMU) -> tuple[TwinArtifacts, bool]:
     ctx.shared[key] = compute_twin_artifacts(ctx, s)
     return ctx.shared[key], False
   return ctx.shared[key], True
+
+
+def kf_columns(problem, s: TMU, art: TwinArtifacts) -> tuple[np.ndarray, np.ndarray]:
+  """KF (an extension of §2.2) of the twin rows and of D_f: f32[n_twins·|D_t|], f32[|D_f|].
+
+  Each side's references are its gold's training set: D_r ∪ D_f for D_t (the twin gold is M_o),
+  D_r for D_f (M_g). Model-free and deterministic, so it is computed here, beside the shared
+  twin artefacts, only for the variants that use it."""
+  cls = problem.forget_class
+  kf = lambda x, rows: np.asarray(F.kf_feature(x, *problem.take(rows), cls, k=s.kf.k,
+                                               ref_chunk=s.kf.ref_chunk))
+  return kf(art.x_twin, problem.train_portion), kf(problem.take(problem.split.forget)[0],
+                                                   problem.split.retain)
 
 
 def heldout_auc(s: TMU, twin_z: np.ndarray, twin_easy: np.ndarray, n_draws: int,
@@ -140,8 +154,13 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
   art, reused = twin_artifacts(ctx, s)
   # §2.3 standardise with twin statistics; §2.4 classifier; predicted easy/hard split of D_f.
   # (standardize = "own": D_f with its own statistics instead, a per-problem normalisation.)
+  twin_feats, forget_feats = art.twin, art.forget
+  if "kf" in s.features.split(","):  # the extension's fourth column
+    twin_kf, forget_kf = kf_columns(problem, s, art)
+    twin_feats = np.concatenate([twin_feats, twin_kf[:, None]], axis=1)
+    forget_feats = np.concatenate([forget_feats, forget_kf[:, None]], axis=1)
   cols = s.feature_columns
-  twin_z, orig_z = (z[:, cols] for z in F.standardize(art.twin, art.forget, s.standardize))
+  twin_z, orig_z = (z[:, cols] for z in F.standardize(twin_feats, forget_feats, s.standardize))
   clf = train_label_classifier(s, twin_z, art.twin_easy, keys[5], ctx.verbose)
   p_easy = easy_probability(clf, orig_z)
   # The twin hard rate sets TMU+'s hard count. With a short pool, augmented fill copies are
@@ -154,7 +173,7 @@ def run_tmu(ctx: Context, s: TMU) -> Result:
   out = aligned_unlearning(ctx, s.unlearn, pred_easy, rng.named(ctx.key, "tmu/unlearn"))
   x_f, y_f = problem.take(problem.split.forget)
   out.pred_easy = pred_easy
-  out.arrays = dict(twin=art.twin, twin_easy=art.twin_easy, forget=art.forget, p_easy=p_easy)
+  out.arrays = dict(twin=twin_feats, twin_easy=art.twin_easy, forget=forget_feats, p_easy=p_easy)
   out.report.update(
       twin_size=art.size, n_twins=s.n_twins, twins_reused=reused, twin_distinct=art.distinct,
       # §2.2's symmetry: M_c sees each D_f image once an epoch and each distinct twin image this

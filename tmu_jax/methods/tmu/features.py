@@ -1,4 +1,5 @@
-"""TMU's three sample features (paper §2.2–2.3): NF, AF, CF, and their standardisation.
+"""TMU's three sample features (paper §2.2–2.3): NF, AF, CF, and their standardisation; and KF,
+an extension (the label share of a sample's nearest training images).
 
 The same functions serve the twin problem (x ∈ D_t, model M_t) and the original one
 (x ∈ D_f, model M_o), so both land on one scale.
@@ -18,16 +19,14 @@ from tmu_jax import attacks, data as data_lib, train
 from tmu_jax.batched import batched
 
 
-@functools.partial(jax.jit, static_argnames=("k", "query_chunk", "ref_chunk"))
-def nearest_distance(query: jax.Array, reference: jax.Array, k: int = 5, query_chunk: int = 512,
-                     ref_chunk: int = 4096) -> jax.Array:
-  """Mean of the ``k`` smallest Euclidean distances from each query row to the reference rows.
+def _nearest(query: jax.Array, reference: jax.Array, payload: jax.Array, k: int,
+             query_chunk: int, ref_chunk: int) -> tuple[jax.Array, jax.Array]:
+  """(squared Euclidean distances, ``payload`` values) of the ``k`` nearest reference rows of
+  each query row, nearest first: f32[n, k], payload.dtype[n, k] (k = min(k, m)).
 
-  ``query: f32[n, D]``, ``reference: f32[m, D]`` → ``f32[n]``. Memory is bounded by
-  ``query_chunk × ref_chunk``: a running top-k (``lax.top_k``) is carried over reference chunks
-  by ``lax.scan``, and query chunks go through :func:`~tmu_jax.batched.batched`; never an n×m
-  matrix at once.
-  With fewer than ``k`` references, the mean is over all of them.
+  Memory is bounded by ``query_chunk × ref_chunk``: a running top-k (``lax.top_k``) is carried
+  over reference chunks by ``lax.scan``, and query chunks go through
+  :func:`~tmu_jax.batched.batched`; never an n×m matrix at once.
   """
   d = query.shape[1]
   m = reference.shape[0]
@@ -36,24 +35,50 @@ def nearest_distance(query: jax.Array, reference: jax.Array, k: int = 5, query_c
   refs = jnp.pad(reference, ((0, r_pad), (0, 0))).reshape(-1, ref_chunk, d)
   ref_valid = (jnp.arange(m + r_pad) < m).reshape(-1, ref_chunk)
   ref_sq = jnp.sum(refs * refs, axis=-1)
+  values = jnp.pad(payload, (0, r_pad)).reshape(-1, ref_chunk)
 
   def one_query_chunk(q, valid):
     del valid
     q_sq = jnp.sum(q * q, axis=-1)
 
     def scan_ref(best, chunk):
-      r, r_sq, valid = chunk
+      best_d2, best_v = best
+      r, r_sq, valid, v = chunk
       d2 = q_sq[:, None] + r_sq[None, :] - 2.0 * q @ r.T
       d2 = jnp.where(valid[None, :], jnp.maximum(d2, 0.0), jnp.inf)
-      both = jnp.concatenate([best, d2], axis=1)
-      neg_top, _ = jax.lax.top_k(-both, k_eff)
-      return -neg_top, None
+      both = jnp.concatenate([best_d2, d2], axis=1)
+      both_v = jnp.concatenate([best_v, jnp.broadcast_to(v, d2.shape)], axis=1)
+      neg_top, at = jax.lax.top_k(-both, k_eff)
+      return (-neg_top, jnp.take_along_axis(both_v, at, axis=1)), None
 
-    init = jnp.full((q.shape[0], k_eff), jnp.inf, q.dtype)
-    best, _ = jax.lax.scan(scan_ref, init, (refs, ref_sq, ref_valid))
-    return jnp.mean(jnp.sqrt(best), axis=-1)
+    init = (jnp.full((q.shape[0], k_eff), jnp.inf, q.dtype),
+            jnp.zeros((q.shape[0], k_eff), payload.dtype))
+    best, _ = jax.lax.scan(scan_ref, init, (refs, ref_sq, ref_valid, values))
+    return best
 
   return batched(one_query_chunk, query, chunk=query_chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "query_chunk", "ref_chunk"))
+def nearest_distance(query: jax.Array, reference: jax.Array, k: int = 5, query_chunk: int = 512,
+                     ref_chunk: int = 4096) -> jax.Array:
+  """Mean of the ``k`` smallest Euclidean distances from each query row to the reference rows.
+
+  ``query: f32[n, D]``, ``reference: f32[m, D]`` → ``f32[n]``, in bounded memory
+  (:func:`_nearest`). With fewer than ``k`` references, the mean is over all of them.
+  """
+  payload = jnp.zeros((reference.shape[0],), jnp.int32)
+  d2, _ = _nearest(query, reference, payload, k, query_chunk, ref_chunk)
+  return jnp.mean(jnp.sqrt(d2), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "query_chunk", "ref_chunk"))
+def neighbour_label_share(query: jax.Array, reference: jax.Array, labels: jax.Array, cls,
+                          k: int = 10, query_chunk: int = 512, ref_chunk: int = 4096
+                          ) -> jax.Array:
+  """Share of the ``k`` nearest reference rows (Euclidean) whose label is ``cls``: f32[n]."""
+  _, near = _nearest(query, reference, labels.astype(jnp.int32), k, query_chunk, ref_chunk)
+  return jnp.mean((near == cls).astype(jnp.float32), axis=-1)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -68,6 +93,18 @@ def nf_feature(model: nn.Module, variables: dict, x: jax.Array, x_remaining_c: j
   _, phi_x = train.predict(model, variables, x, batch_size)
   _, phi_r = train.predict(model, variables, x_remaining_c, batch_size)
   return nearest_distance(l2_normalize(phi_x), l2_normalize(phi_r), k=k, ref_chunk=ref_chunk)
+
+
+def kf_feature(x: jax.Array, x_reference: jax.Array, y_reference: jax.Array, cls: int, *,
+               k: int = 10, ref_chunk: int = 4096) -> jax.Array:
+  """KF (an extension of §2.2, not the paper's): the share of the ``k`` reference images
+  nearest to each ``x`` in pixel space (cosine: Euclidean between L2-normalised pixel vectors)
+  that carry label ``cls``. Model-free, so the twin side (references: the twin gold's training
+  set D_r ∪ D_f) and D_f (references: D_r, gold's training set) see one and the same function.
+  f32[n]."""
+  flat = lambda z: l2_normalize(data_lib.to_float(z).reshape(z.shape[0], -1))
+  return neighbour_label_share(flat(x), flat(x_reference), y_reference, cls, k=k,
+                               ref_chunk=ref_chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "eps", "steps", "batch_size"))

@@ -12,7 +12,7 @@ import dataclasses
 from tmu_jax import schema
 from tmu_jax.methods.common import OptimizerSettings
 
-FEATURES = ("nf", "af", "cf")
+FEATURES = ("nf", "af", "cf", "kf")  # kf: an extension, not the paper's (features.kf_feature)
 THRESHOLDS = ("half", "twin_rate", "random")
 MECHANISMS = ("random_label", "neg_grad", "runner_up")
 STANDARDIZE = ("twin", "own")
@@ -66,6 +66,14 @@ class CF:
 
 
 @dataclasses.dataclass(frozen=True)
+class KF:
+  """KF (an extension, not §2.2): the label share of the k nearest training images in pixel
+  space."""
+  k: int = schema.field(10, lo=1)
+  ref_chunk: int = schema.field(4096, lo=1, doc="reference rows per chunk (memory only)")
+
+
+@dataclasses.dataclass(frozen=True)
 class Classifier:
   """§2.4 generalization-label classifier, SGD momentum 0.9."""
   epochs: int = schema.field(100, lo=1)
@@ -105,7 +113,8 @@ class UnlearnPlus(Unlearn):
 class TMU:
   """Faithful TMU (METHODS §2)."""
   features: str = schema.field("nf,af,cf", kind="list", choices=FEATURES,
-                               doc="feature subset of the label classifier (Table 4)")
+                               doc="feature subset of the label classifier (Table 4; kf is "
+                               "an extension)")
   n_twins: int = schema.field(1, lo=1, doc="independent twin draws (each its own D_t, M_t)")
   balanced: bool = schema.field(False, doc="class-balanced BCE for the label classifier")
   threshold: str = schema.field("half", choices=THRESHOLDS,
@@ -120,6 +129,7 @@ class TMU:
   nf: NF = schema.nested(NF)
   af: AF = schema.nested(AF)
   cf: CF = schema.nested(CF)
+  kf: KF = schema.nested(KF)
   clf: Classifier = schema.nested(Classifier)
   unlearn: Unlearn = schema.nested(Unlearn)
 
