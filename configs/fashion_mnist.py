@@ -333,7 +333,8 @@ NORM_CANDIDATES = dict(norm_twin="twin", norm_own="own")
 
 # KF on ``kf_dev`` (docs/selection.md), the default first: the label classifier's features.
 KF_CANDIDATES = dict(kf_off="nf,af,cf", kf="nf,af,cf,kf", kf_only="kf")
-# Set from ``kf_dev`` by the rule before ``kf_report`` runs.
+# Chosen on ``kf_dev`` by the rule: mean agreement 79.2 against the default's 77.6 (above it
+# on 3 draws, below on 1); KF alone (79.4) is within 0.5 and has the higher act. distance.
 KF_CHOSEN = "kf"
 
 

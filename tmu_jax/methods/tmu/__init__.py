@@ -4,7 +4,7 @@
    forgetting ratio; twin model M_t = M_o fine-tuned to memorize D_t; twin gold = M_o; twin
    labels easy(x) = [M_o classifies x ∈ D_t correctly].
 2. Features NF, AF, CF (§2.2, :mod:`.features`) for the twin and the original problem,
-   standardised with twin statistics (§2.3).
+   standardised with twin statistics (§2.3); optionally KF, an extension (:func:`kf_columns`).
 3. Generalization-label classifier (§2.4, :mod:`.classifier`): MLP 3→64→32→1.
 4. Aligned unlearning (§2.5, :mod:`.unlearn`): from M_o, keep D_r and predicted-easy D_f,
    forget predicted-hard.
