@@ -103,9 +103,9 @@ def run_method(config, workdir: str, problem: Problem, models: Models, name: str
   cache = MethodCache(protocol.cache_dir(config, workdir))
   rng_name = methods.rng_name_of(name, config.methods[name] if name in config.methods else None)
   # (rng_name joins the cache key only when set, so every other method keeps its key.)
-  key = method_key(**({} if rng_name == name else dict(rng_name=rng_name)),original=models.original_key, gold=models.gold_key,
-                   split=problem.split_key, method=info.name,
-                   settings=dataclasses.asdict(settings), mode=problem.mode,
+  key = method_key(**({} if rng_name == name else dict(rng_name=rng_name)),
+                   original=models.original_key, gold=models.gold_key, split=problem.split_key,
+                   method=info.name, settings=dataclasses.asdict(settings), mode=problem.mode,
                    mia_samples=config.experiment.mia_samples, name=name,
                    gold_models=(len(models.gold.scored.scores) if models.gold else 0),
                    epsilon=int(config.experiment.epsilon),
