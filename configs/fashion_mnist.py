@@ -247,10 +247,7 @@ def get_config(arg: str | None = None):
     # initialisation, batch orders and flips), so candidates differ by the setting alone.
     # Not chosen (73.2 against 74.0), so no report run.
     c = get_config("unlearn_dev")
-    first = f"tmu_plus_{next(iter(NORM_CANDIDATES))}"
-    tmu_plus_candidates(c, {tag: default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus",
-                                                     standardize=how, rng_name=first)
-                            for tag, how in NORM_CANDIDATES.items()})
+    tmu_plus_on_one_stream(c, "standardize", NORM_CANDIDATES)
   elif arg in ("kf_dev", "kf_report"):
     # KF, a fourth feature for TMU+'s label classifier (an extension of §2.2: the label share
     # of a sample's 10 nearest training images in pixel space; docs/selection.md "KF").
@@ -260,10 +257,7 @@ def get_config(arg: str | None = None):
     # images, G = 4; its cache is not kept on this machine, so the models train again).
     if arg == "kf_dev":
       c = get_config("unlearn_dev")
-      first = f"tmu_plus_{next(iter(KF_CANDIDATES))}"
-      tmu_plus_candidates(c, {tag: default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus",
-                                                       features=feats, rng_name=first)
-                              for tag, feats in KF_CANDIDATES.items()})
+      tmu_plus_on_one_stream(c, "features", KF_CANDIDATES)
     else:
       c = get_config("study")
       tmu_plus_report(c, KF_CHOSEN, default.tmu_variant(
@@ -344,6 +338,15 @@ def tmu_plus_candidates(c, variants: dict) -> None:
   for tag, v in variants.items():
     c.methods[f"tmu_plus_{tag}"] = v
     c.experiment.methods += (f"tmu_plus_{tag}",)
+
+
+def tmu_plus_on_one_stream(c, field: str, values: dict) -> None:
+  """``tmu_plus_candidates`` with one top-level ``field`` of TMU+ set to each of ``values``
+  ({tag: value}), every candidate on the first one's random stream (``rng_name``)."""
+  first = f"tmu_plus_{next(iter(values))}"
+  tmu_plus_candidates(c, {tag: default.tmu_variant(c.methods.tmu_plus, base_method="tmu_plus",
+                                                   rng_name=first, **{field: value})
+                          for tag, value in values.items()})
 
 
 def tmu_plus_report(c, tag: str, v) -> None:
