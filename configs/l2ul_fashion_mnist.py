@@ -7,7 +7,8 @@ instance, most with float32 cross-entropy exactly 0, where METHODS §3's −CE h
 256}), ``continual`` (5 rounds of k = 16), ``relabel`` (mode relabel, L2UL cases only);
 issue 11's study (docs/selection.md, docs/results/l2ul_study.md): ``dev``, ``dev2``,
 ``baseline_dev`` (development seeds), ``report`` (report seeds) and ``tuned`` (the chosen
-settings on any other argument, e.g. ``continual,tuned``).
+settings on any other argument, e.g. ``continual,tuned``); ``release_dev`` / ``release_report``
+(MAS released at the step cap, report on fresh seeds 10-19).
 """
 
 from configs import default
@@ -73,12 +74,14 @@ def apply_arg(c, arg: str | None):
       study(c, a)
     elif a in ("relabel_dev", "relabel_report"):
       relabel_study(c, a)
+    elif a in ("release_dev", "release_report"):
+      release_study(c, a)
     elif a == "tuned":  # the settings chosen on development seeds (e.g. ``continual,tuned``)
       tune(c)
     elif a:
       raise ValueError(f"unknown config argument {a!r}; valid: smoke, ksweep, continual, relabel, "
-                       "dev, dev2, baseline_dev, report, tuned, relabel_dev, relabel_report "
-                       "(comma-separated)")
+                       "dev, dev2, baseline_dev, report, tuned, relabel_dev, relabel_report, "
+                       "release_dev, release_report (comma-separated)")
   return c
 
 
@@ -165,6 +168,35 @@ def tune(c) -> None:
   for name, factor in CHOSEN_BASELINE_LR.items():
     c.methods[name].lr = float(c.methods[name].lr) * factor
 
+
+
+# The release (docs/selection.md "L2UL's release"): up to this many more steps with MAS's λ = 0
+# when the 1000-step cap ends with forget images left. Its report seeds are fresh (10-19):
+# seeds 0-9 showed the stall it answers.
+RELEASE_STEPS = 1000
+RELEASE_REPORT_SEEDS = tuple(range(10, 20))
+
+
+def release_study(c, part: str) -> None:
+  """``release_dev``: case l2ul with CHOSEN, without and with the release, on DEV_SEEDS, both
+  on one random stream (``rng_name``). ``release_report``: the cases l2ul_naive, l2ul_adv and l2ul with
+  CHOSEN and l2ul with the release (on l2ul's stream) on RELEASE_REPORT_SEEDS. k ∈ STUDY_SIZES;
+  no gold model."""
+  c.experiment.gold = False
+  c.experiment.forget_sizes = STUDY_SIZES
+  if part == "release_dev":
+    c.experiment.seeds = DEV_SEEDS
+    c.methods.l2ul_chosen = default.l2ul_case(c.methods.l2ul, "l2ul", **CHOSEN)
+    c.methods.l2ul_release = default.l2ul_case(c.methods.l2ul, "l2ul", **CHOSEN,
+                                               release_steps=RELEASE_STEPS,
+                                               rng_name="l2ul_chosen")
+    c.experiment.methods = ("l2ul_chosen", "l2ul_release")
+  else:
+    c.experiment.seeds = RELEASE_REPORT_SEEDS
+    tune(c)
+    c.methods.l2ul_release = default.l2ul_case(c.methods.l2ul, "l2ul",
+                                               release_steps=RELEASE_STEPS, rng_name="l2ul")
+    c.experiment.methods = ("l2ul_naive", "l2ul_adv", "l2ul", "l2ul_release")
 
 
 def relabel_study(c, part: str) -> None:

@@ -364,3 +364,21 @@ def test_unlearn_instances_on_a_user_linen_model(tiny, forget):
   assert after > before - 10.0, (before, after)  # 82.7 -> 77.0 on the tiny M_o
   assert set(new) == {"params"}
   assert acc(variables, x_f, y_f) == 100.0  # the caller's variables are untouched
+
+
+def test_release_runs_on_without_mas_only_when_the_cap_leaves_rows(tiny, forget):
+  """release_steps (case l2ul): a run whose step cap ends with forget rows left goes on, from
+  the state at the cap, with the MAS anchor's λ = 0, until the request holds; a run that
+  forgets within the cap, or another case, never releases. λ = 30 holds the rows at the cap."""
+  held, info = _unlearn(tiny, forget, lam=30.0, max_steps=300)
+  assert (info["stopped"], info["released_steps"]) == ("max_steps", 0)
+  assert info["forget_acc"] > 0.0
+  state, info = _unlearn(tiny, forget, lam=30.0, max_steps=300, release_steps=2000)
+  assert info["stopped"] == "forgotten" and info["forget_acc"] == 0.0
+  assert 0 < info["released_steps"] < 2000
+  assert info["steps"] == 300 + info["released_steps"] == int(state.step)
+  assert _forget_acc(tiny, state, forget) == 0.0
+  _, info = _unlearn(tiny, forget, release_steps=2000)  # forgets within the cap
+  assert (info["steps"], info["released_steps"]) == (FORGOTTEN_AT, 0)
+  _, info = _unlearn(tiny, forget, case="adv", max_steps=5, release_steps=2000)
+  assert (info["stopped"], info["released_steps"]) == ("max_steps", 0)

@@ -155,12 +155,27 @@ def unlearn_state(model: nn.Module, state: train.TrainState, x_forget: jax.Array
                             epochs=math.ceil(s.max_steps / spe), key=k_fit, aux=aux,
                             stop=rule, max_steps=s.max_steps, name=f"l2ul_{s.case}",
                             verbose=verbose)
-  info["unlearn_time_s"] = time.perf_counter() - t0
   left = int(remaining(spec, out.variables, aux))
   code = fit_info["stop_code"]
+  steps = int(fit_info["steps"])
+  info["released_steps"] = 0
+  if s.case == "l2ul" and s.release_steps and code == 0 and left:
+    # The release (issue 11; our lever, not §3's): the MAS anchor can hold the last forget
+    # rows at the step cap. λ is data, so the same compiled update runs on, from the state at
+    # the cap, with λ = 0 (the representation anchor, where on, stays).
+    out, fit_info = train.fit(out, tuple(streams), spec=spec,
+                              epochs=math.ceil(s.release_steps / spe),
+                              key=jax.random.fold_in(k_fit, 1), aux=dict(aux, lam=jnp.float32(0)),
+                              stop=rule, max_steps=s.release_steps, name=f"l2ul_{s.case}/release",
+                              verbose=verbose)
+    info["released_steps"] = int(fit_info["steps"])
+    steps += info["released_steps"]
+    left = int(remaining(spec, out.variables, aux))
+    code = fit_info["stop_code"]
+  info["unlearn_time_s"] = time.perf_counter() - t0
   reason = {0: "max_steps", FORGOTTEN: "relabelled" if relabel else "forgotten",
             COLLAPSED: "collapsed"}[code]
-  info.update(steps=int(fit_info["steps"]), stopped=reason, stopped_early=code != 0)
+  info.update(steps=steps, stopped=reason, stopped_early=code != 0)
   if relabel:  # % of D_f at its requested label
     info["relabel_acc"] = 100.0 * (k - left) / k
   else:  # % of D_f still predicted as y

@@ -45,3 +45,6 @@ class L2UL:
                                 doc="representation anchor on adversarial images (adv, l2ul)")
   rep_size: int = schema.field(256, lo=1, doc="adversarial images the representation anchor "
                                               "holds (a fixed sample)")
+  release_steps: int = schema.field(0, lo=0, doc="case l2ul: when max_steps ends with forget "
+                                    "rows left, up to this many more steps with the MAS "
+                                    "anchor's λ = 0 (0 = off)")
