@@ -59,7 +59,8 @@ def l2ul(ctx: Context, s: L2UL) -> Result:
                               new_labels=new, retain=retain,
                               probe=probe_images(problem, s.probe_size),
                               eval_batch_size=ctx.recipe.eval_batch_size, verbose=ctx.verbose)
-  keys = ("relabel_acc", "collapsed", "note", "adv_time_s", "mas_time_s", "adv_target_rate")
+  keys = ("relabel_acc", "collapsed", "note", "adv_time_s", "mas_time_s", "adv_target_rate",
+          "released_steps")
   report = {k: info[k] for k in keys if k in info}
   report["stopped"] = info["stopped"]
   return Result(state, steps=info["steps"],
