@@ -179,9 +179,9 @@ RELEASE_REPORT_SEEDS = tuple(range(10, 20))
 
 def release_study(c, part: str) -> None:
   """``release_dev``: case l2ul with CHOSEN, without and with the release, on DEV_SEEDS, both
-  on one random stream (``rng_name``). ``release_report``: the cases l2ul_naive, l2ul_adv and l2ul with
-  CHOSEN and l2ul with the release (on l2ul's stream) on RELEASE_REPORT_SEEDS. k ∈ STUDY_SIZES;
-  no gold model."""
+  on one random stream (``rng_name``). ``release_report``: the cases l2ul_naive, l2ul_adv and
+  l2ul with CHOSEN and l2ul with the release (on l2ul's stream) on RELEASE_REPORT_SEEDS.
+  k ∈ STUDY_SIZES; no gold model."""
   c.experiment.gold = False
   c.experiment.forget_sizes = STUDY_SIZES
   if part == "release_dev":
