@@ -128,7 +128,8 @@ def check_value(check: Check, where: str, value):
   return value
 
 
-def parse(cls, section: Mapping[str, Any] | None, where: str, *, ignore: tuple = ("base", "rng_name")):
+def parse(cls, section: Mapping[str, Any] | None, where: str, *,
+          ignore: tuple = ("base", "rng_name")):
   """An instance of settings class ``cls`` from a config ``section`` (dict or ConfigDict).
 
   Missing keys take their defaults; an unknown key, a wrong type or an out-of-range value raises

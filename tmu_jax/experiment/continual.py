@@ -16,7 +16,7 @@ import numpy as np
 from tmu_jax import data as data_lib, methods, metrics, protocol, rng
 from tmu_jax.errors import ConfigError
 from tmu_jax.experiment.results import public
-from tmu_jax.experiment.runs import Models, apply_method, make_problem
+from tmu_jax.experiment.runs import Models, apply_method, make_problem, section_of
 from tmu_jax.experiment.scoring import Scorer
 from tmu_jax.protocol import Problem
 
@@ -71,7 +71,7 @@ def run_continual(config, workdir: str, dataset: data_lib.Dataset, forget_class:
         run["methods"][name] = dict(failed=True, note=f"stopped after an earlier round: "
                                     f"{failed[name]}")
         continue
-      stream = methods.rng_name_of(name, config.methods[name] if name in config.methods else None)
+      stream = methods.rng_name_of(name, section_of(config, name))
       key = jax.random.fold_in(rng.named(rng.seed_key(seed), f"method/{stream}"), r)
       state, out, _ = apply_method(config, pr, models, current[name], name, key, shared)
       if state is None:

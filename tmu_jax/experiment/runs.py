@@ -47,9 +47,14 @@ def make_problem(config, dataset: data_lib.Dataset, forget_class: int, seed: int
   return protocol.make_problem(dataset, split, forget_class, seed, config.data.mode)
 
 
+def section_of(config, name: str):
+  """The config section ``methods.<name>``, or None when there is none."""
+  return config.methods[name] if name in config.methods else None
+
+
 def settings_of(config, name: str):
   """(registered MethodInfo, parsed settings) of the method section ``name``."""
-  section = config.methods[name] if name in config.methods else None
+  section = section_of(config, name)
   info = methods.get(methods.base_of(name, section))
   return info, schema.parse(info.settings, section, f"methods.{name}")
 
@@ -101,7 +106,7 @@ def run_method(config, workdir: str, problem: Problem, models: Models, name: str
   """One registered method from M_o, scored against gold (or taken from the method cache)."""
   info, settings = settings_of(config, name)
   cache = MethodCache(protocol.cache_dir(config, workdir))
-  rng_name = methods.rng_name_of(name, config.methods[name] if name in config.methods else None)
+  rng_name = methods.rng_name_of(name, section_of(config, name))
   # (rng_name joins the cache key only when set, so every other method keeps its key.)
   key = method_key(**({} if rng_name == name else dict(rng_name=rng_name)),
                    original=models.original_key, gold=models.gold_key, split=problem.split_key,

@@ -19,10 +19,11 @@ from tmu_jax import attacks, data as data_lib, train
 from tmu_jax.batched import batched
 
 
-def _nearest(query: jax.Array, reference: jax.Array, payload: jax.Array, k: int,
-             query_chunk: int, ref_chunk: int) -> tuple[jax.Array, jax.Array]:
+def _nearest(query: jax.Array, reference: jax.Array, k: int, query_chunk: int, ref_chunk: int,
+             payload: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
   """(squared Euclidean distances, ``payload`` values) of the ``k`` nearest reference rows of
-  each query row, nearest first: f32[n, k], payload.dtype[n, k] (k = min(k, m)).
+  each query row, nearest first: f32[n, k], payload.dtype[n, k] (k = min(k, m)); without a
+  ``payload`` only the distances are carried (and None is returned for the values).
 
   Memory is bounded by ``query_chunk × ref_chunk``: a running top-k (``lax.top_k``) is carried
   over reference chunks by ``lax.scan``, and query chunks go through
@@ -35,28 +36,30 @@ def _nearest(query: jax.Array, reference: jax.Array, payload: jax.Array, k: int,
   refs = jnp.pad(reference, ((0, r_pad), (0, 0))).reshape(-1, ref_chunk, d)
   ref_valid = (jnp.arange(m + r_pad) < m).reshape(-1, ref_chunk)
   ref_sq = jnp.sum(refs * refs, axis=-1)
-  values = jnp.pad(payload, (0, r_pad)).reshape(-1, ref_chunk)
+  values = None if payload is None else jnp.pad(payload, (0, r_pad)).reshape(-1, ref_chunk)
 
   def one_query_chunk(q, valid):
     del valid
     q_sq = jnp.sum(q * q, axis=-1)
 
     def scan_ref(best, chunk):
-      best_d2, best_v = best
       r, r_sq, valid, v = chunk
       d2 = q_sq[:, None] + r_sq[None, :] - 2.0 * q @ r.T
       d2 = jnp.where(valid[None, :], jnp.maximum(d2, 0.0), jnp.inf)
-      both = jnp.concatenate([best_d2, d2], axis=1)
-      both_v = jnp.concatenate([best_v, jnp.broadcast_to(v, d2.shape)], axis=1)
-      neg_top, at = jax.lax.top_k(-both, k_eff)
+      neg_top, at = jax.lax.top_k(-jnp.concatenate([best[0], d2], axis=1), k_eff)
+      if v is None:  # distances only (NF)
+        return (-neg_top,), None
+      both_v = jnp.concatenate([best[1], jnp.broadcast_to(v, d2.shape)], axis=1)
       return (-neg_top, jnp.take_along_axis(both_v, at, axis=1)), None
 
-    init = (jnp.full((q.shape[0], k_eff), jnp.inf, q.dtype),
-            jnp.zeros((q.shape[0], k_eff), payload.dtype))
+    init = (jnp.full((q.shape[0], k_eff), jnp.inf, q.dtype),)
+    if values is not None:
+      init += (jnp.zeros((q.shape[0], k_eff), payload.dtype),)
     best, _ = jax.lax.scan(scan_ref, init, (refs, ref_sq, ref_valid, values))
     return best
 
-  return batched(one_query_chunk, query, chunk=query_chunk)
+  best = batched(one_query_chunk, query, chunk=query_chunk)
+  return best[0], (best[1] if values is not None else None)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "query_chunk", "ref_chunk"))
@@ -67,8 +70,7 @@ def nearest_distance(query: jax.Array, reference: jax.Array, k: int = 5, query_c
   ``query: f32[n, D]``, ``reference: f32[m, D]`` → ``f32[n]``, in bounded memory
   (:func:`_nearest`). With fewer than ``k`` references, the mean is over all of them.
   """
-  payload = jnp.zeros((reference.shape[0],), jnp.int32)
-  d2, _ = _nearest(query, reference, payload, k, query_chunk, ref_chunk)
+  d2, _ = _nearest(query, reference, k, query_chunk, ref_chunk)
   return jnp.mean(jnp.sqrt(d2), axis=-1)
 
 
@@ -77,7 +79,7 @@ def neighbour_label_share(query: jax.Array, reference: jax.Array, labels: jax.Ar
                           k: int = 10, query_chunk: int = 512, ref_chunk: int = 4096
                           ) -> jax.Array:
   """Share of the ``k`` nearest reference rows (Euclidean) whose label is ``cls``: f32[n]."""
-  _, near = _nearest(query, reference, labels.astype(jnp.int32), k, query_chunk, ref_chunk)
+  _, near = _nearest(query, reference, k, query_chunk, ref_chunk, labels.astype(jnp.int32))
   return jnp.mean((near == cls).astype(jnp.float32), axis=-1)
 
 
