@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from typing import Any, Iterator
 
@@ -28,6 +29,28 @@ from tmu_jax.errors import RunFault
 from tmu_jax.workdir import atomic_write_json, strict_json
 
 DONE_FORMAT = 1  # version of done.json's layout; another value is treated as damaged
+DONE_FILE = "done.json"
+
+# Orbax numbers its save operations with one process-wide counter (OperationIdGenerator), so two
+# asynchronous saves in flight on two threads wait for each other's signals: here one failed
+# with "TimeoutError: Timeout waiting for key 'awaitable_signals_contract_75/
+# step_directory_creation'". While trainings run side by side (:func:`one_save_at_a_time`),
+# every save takes this lock and finishes before it is released.
+_SAVE_LOCK = threading.Lock()
+_SERIAL = [0]  # how many one_save_at_a_time blocks are open
+
+
+@contextlib.contextmanager
+def one_save_at_a_time() -> Iterator[None]:
+  """Within the block, :meth:`Checkpointer.save` on any thread is synchronous and exclusive
+  (one save in flight in the process); outside it, saves are asynchronous as usual."""
+  with _SAVE_LOCK:
+    _SERIAL[0] += 1
+  try:
+    yield
+  finally:
+    with _SAVE_LOCK:
+      _SERIAL[0] -= 1
 
 
 def cache_key(spec: dict[str, Any]) -> str:
@@ -142,7 +165,8 @@ class Checkpointer:
     self.max_to_keep = max_to_keep
     self._template = None  # abstract state of the last save/restore: what mark_done reads back
     self._done: dict[str, Any] | None = None
-    self._manager = self._open()
+    with _SAVE_LOCK if _SERIAL[0] else contextlib.nullcontext():
+      self._manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
@@ -157,7 +181,16 @@ class Checkpointer:
 
     ``seconds``: the training time that reached this state, across every earlier interrupted
     session of the run; a resumed run reads it back with :meth:`elapsed`, so a model's training
-    time (RTE's denominator) does not restart at zero after an interruption."""
+    time (RTE's denominator) does not restart at zero after an interruption. Synchronous
+    inside :func:`one_save_at_a_time`."""
+    if _SERIAL[0]:
+      with _SAVE_LOCK:
+        self._save(state, force, seconds)
+        self._manager.wait_until_finished()
+    else:
+      self._save(state, force, seconds)
+
+  def _save(self, state, force: bool, seconds: float | None) -> None:
     self._template = _abstract(_savable(state))
     step = _step_of(state)
     if self._manager.latest_step() == step:
@@ -198,7 +231,7 @@ class Checkpointer:
 
   @property
   def done_path(self) -> str:
-    return os.path.join(self.directory, "done.json")
+    return os.path.join(self.directory, DONE_FILE)
 
   def is_done(self) -> bool:
     """Whether a done.json exists (unverified: reuse the model through restore_done)."""

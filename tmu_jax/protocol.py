@@ -152,22 +152,42 @@ def model_key(config, problem: Problem, role: str, index: np.ndarray, seed: int,
       seed=seed, epochs=epochs, index=checkpoints.cache_key(dict(i=np.asarray(index).tolist()))))
 
 
+def model_dir(config, workdir: str, problem: Problem, role: str, index: np.ndarray,
+              seed: int | None = None) -> tuple[str, str]:
+  """(cache key, checkpoint folder) of the model :func:`train_from_scratch` trains."""
+  seed = problem.seed if seed is None else seed
+  key = model_key(config, problem, role, index, seed, recipe_of(config).epochs)
+  return key, os.path.join(cache_dir(config, workdir), f"{role}-{key}")
+
+
+def is_trained(config, workdir: str, problem: Problem, role: str, index: np.ndarray,
+               seed: int | None = None) -> bool:
+  """Whether that model's cache says it finished (unverified: restoring it checks)."""
+  folder = model_dir(config, workdir, problem, role, index, seed)[1]
+  return os.path.exists(os.path.join(folder, checkpoints.DONE_FILE))
+
+
 def train_from_scratch(config, workdir: str, problem: Problem, role: str, index: np.ndarray,
-                       *, seed: int | None = None) -> tuple[train.TrainState, dict]:
+                       *, seed: int | None = None, cancel=None, share: int = 1
+                       ) -> tuple[train.TrainState, dict]:
   """A fresh model trained on rows ``index`` with the config's recipe, or loaded from cache.
 
   Returns (state, info) with ``time_s`` (training time) and ``cached``. An interrupted training
   resumes from its last checkpoint; a damaged cache is reported in one line and retrained.
+  ``cancel``: see :func:`train.fit`. ``share`` = s > 1: the training runs beside s − 1 others
+  on the same machine (:func:`tmu_jax.concurrent.run_together`); ``time_s`` is then its wall
+  time ÷ s, its share of the machine — a lower bound on its time alone, since running together
+  is never slower here than one after the other — and ``wall_s`` the wall time.
   """
   recipe = recipe_of(config)
   seed = problem.seed if seed is None else seed
-  key = model_key(config, problem, role, index, seed, recipe.epochs)
+  key, folder = model_dir(config, workdir, problem, role, index, seed)
   model = build_model(config, problem.dataset)
   stream = problem.stream(index, recipe.batch_size)
   opt = recipe.optimizer_for(recipe.epochs * train.steps_per_epoch((stream,)))
   init_key, data_key = jax.random.split(rng.seed_key(seed))
   state = train.new_state(init_key, model, problem.image_shape, opt)
-  ckpt = checkpoints.Checkpointer(os.path.join(cache_dir(config, workdir), f"{role}-{key}"))
+  ckpt = checkpoints.Checkpointer(folder)
   try:
     restored = ckpt.restore_done(state)  # None when unfinished or damaged (said in one line)
     if restored is not None:
@@ -176,8 +196,10 @@ def train_from_scratch(config, workdir: str, problem: Problem, role: str, index:
                                                            recipe),
                             epochs=recipe.epochs, key=data_key, checkpointer=ckpt,
                             save_every_epochs=recipe.save_every_epochs, name=role,
-                            verbose=config.verbose)
-    meta = dict(time_s=info["seconds"], steps=info["steps"], final_loss=info.get("loss"))
+                            verbose=config.verbose, cancel=cancel)
+    meta = dict(time_s=info["seconds"] / share, steps=info["steps"], final_loss=info.get("loss"))
+    if share > 1:
+      meta.update(wall_s=info["seconds"], share=share)
     ckpt.mark_done(meta, state=state)
     return state, dict(meta, cached=False, key=key)
   finally:

@@ -148,6 +148,7 @@ def _check_experiment(c) -> None:
   if rounds > 1 and c.data.scenario != "instance":
     _fail("experiment.rounds", rounds, "continual rounds need data.scenario = 'instance'")
   _bool(c, "experiment.gold")
+  _bool(c, "experiment.concurrent_models")
   _int(c, "experiment.gold_models", 1)
   n = _int(c, "experiment.epsilon", 0)
   if n in (1, 2):

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from tmu_jax import (checkpoints, data as data_lib, methods, protocol, rng, schema, train,
+from tmu_jax import (checkpoints, concurrent, data as data_lib, methods, protocol, rng, schema, train,
                      validate)
 from tmu_jax.experiment import ensembles, evaluate
 from tmu_jax.experiment.results import CompileTimer, MethodCache, method_key, public
@@ -213,27 +213,57 @@ def _run_tag(problem: Problem) -> str:
   return f"c{problem.forget_class}-n{len(problem.split.forget)}-s{problem.seed}"
 
 
+def concurrent_here(config) -> bool:
+  """Whether models that train from scratch run at once (experiment.concurrent_models, and the
+  backend is a CPU: on an accelerator the two would queue on one device)."""
+  return bool(config.experiment.concurrent_models) and jax.default_backend() == "cpu"
+
+
+def train_from_scratch_together(config, workdir: str, problem: Problem,
+                                roles: list[tuple[str, np.ndarray]]) -> list[tuple[Any, dict]]:
+  """:func:`protocol.train_from_scratch` of each (role, rows): at once on host threads when
+  :func:`concurrent_here` (the results are the same bit for bit; each model's ``time_s`` is
+  then its share of the machine), else one after the other."""
+  if not concurrent_here(config) or len(roles) < 2:
+    return [protocol.train_from_scratch(config, workdir, problem, r, i) for r, i in roles]
+  share = sum(not protocol.is_trained(config, workdir, problem, r, i) for r, i in roles)
+  share = max(1, share)
+
+  def job(role: str, rows: np.ndarray):
+    return lambda cancel: protocol.train_from_scratch(config, workdir, problem, role, rows,
+                                                      cancel=cancel, share=share)
+
+  with checkpoints.one_save_at_a_time():  # Orbax's saves are not safe on two threads at once
+    return concurrent.run_together([job(r, i) for r, i in roles])
+
+
+def _shared_time(info: dict) -> dict:
+  """``wall_s`` and ``share`` of a model trained beside others (train_from_scratch)."""
+  return {k: info[k] for k in ("wall_s", "share") if k in info}
+
+
 def train_models(config, workdir: str, problem: Problem) -> tuple[Models, dict, dict]:
   """M_o and (unless experiment.gold is False) M_g, scored; (models, original, gold) entries."""
   model = protocol.build_model(config, problem.dataset)
   scorer = Scorer(model, problem, protocol.recipe_of(config))
-  original, info_o = protocol.train_from_scratch(config, workdir, problem, "original",
-                                                 problem.train_portion)
-  models = Models(original, info_o["key"], scorer)
+  roles = [("original", problem.train_portion)]
   if config.experiment.gold:
-    gold_state, info_g = protocol.train_from_scratch(config, workdir, problem, "gold",
-                                                     problem.split.retain)
+    roles.append(("gold", problem.split.retain))
+  (original, info_o), *gold_trained = train_from_scratch_together(config, workdir, problem, roles)
+  models = Models(original, info_o["key"], scorer)
+  if gold_trained:
+    gold_state, info_g = gold_trained[0]
     models.gold_key = info_g["key"]
   else:  # experiment.gold = False: no M_g; gold-referenced metrics are then relative to M_o
     gold_state, info_g = original, None
   models.ref = scorer.reference(gold_state, config.experiment.mia_samples)
   orig, orig_logits = scorer.score_and_logits(original, models.ref)
-  orig.update(time_s=info_o["time_s"], cached=info_o["cached"])
+  orig.update(time_s=info_o["time_s"], cached=info_o["cached"], **_shared_time(info_o))
   if info_g is None:
     gold = dict(note="not trained (experiment.gold = False); gap etc. are relative to M_o")
     return models, orig, gold
   gold, gold_logits = scorer.score_and_logits(gold_state, models.ref)
-  gold.update(time_s=info_g["time_s"], cached=info_g["cached"])
+  gold.update(time_s=info_g["time_s"], cached=info_g["cached"], **_shared_time(info_g))
   n = int(config.experiment.epsilon)
   size = max(int(config.experiment.gold_models), 2 * n, 1)
   gold_scored = evaluate.Scored([gold], np.asarray(gold_logits)[None])

@@ -11,7 +11,7 @@
 
 from tmu_jax.train import ensemble, optim
 from tmu_jax.train.ensemble import fit_ensemble, member_keys
-from tmu_jax.train.loop import NonFiniteLoss, StopRule, fit
+from tmu_jax.train.loop import Cancelled, NonFiniteLoss, StopRule, fit
 from tmu_jax.train.mesh import make_mesh
 from tmu_jax.train.optim import Optimizer
 from tmu_jax.train.predict import accuracy, logits, predict
@@ -20,7 +20,7 @@ from tmu_jax.train.state import (TrainState, from_variables, init_variables, new
 from tmu_jax.train.step import (Stream, StepSpec, binary_cross_entropy, cross_entropy,
                                 steps_per_epoch)
 
-__all__ = ["NonFiniteLoss", "Optimizer", "StepSpec", "StopRule", "Stream", "TrainState",
+__all__ = ["Cancelled", "NonFiniteLoss", "Optimizer", "StepSpec", "StopRule", "Stream", "TrainState",
            "accuracy", "binary_cross_entropy", "cross_entropy", "ensemble", "fit", "fit_ensemble", "member_keys",
            "from_variables", "init_variables", "logits", "make_mesh", "new_state", "optim",
            "predict", "start_from", "steps_per_epoch"]

@@ -243,11 +243,12 @@ def fit_ensemble(states: TrainState, streams: Stream | tuple[Stream, ...], *, sp
                  epochs: int, keys: jax.Array, weights=None, aux: Any = None,
                  stop: loop_lib.StopRule | None = None, max_steps: int | None = None,
                  checkpointer=None, save_every_epochs: int = 1, chunk_steps: int = 25,
-                 name: str = "ensemble", verbose: bool = True, how: str = "auto"
-                 ) -> tuple[TrainState, dict]:
+                 name: str = "ensemble", verbose: bool = True, how: str = "auto",
+                 cancel=None) -> tuple[TrainState, dict]:
   """Trains the M members of ``states`` as one program; returns (states, info).
 
-  Like :func:`tmu_jax.train.fit` (same budget, stop rule, checkpoints, resume, Ctrl-C), with
+  Like :func:`tmu_jax.train.fit` (same budget, stop rule, checkpoints, resume, Ctrl-C,
+  ``cancel``), with
   ``keys`` (M keys: member i's batch order, augmentation and relabel draws are those
   ``fit(key=keys[i])`` would draw) and optional per-member ``weights``. A member stops on its
   own when its stop rule fires. ``info``: seconds, steps / stop_code / loss / accuracy per
@@ -317,7 +318,8 @@ def fit_ensemble(states: TrainState, streams: Stream | tuple[Stream, ...], *, sp
       stopped=lambda c: bool(jnp.any(c[1] != 0)), start=start, origin=origin, total=total,
       spe=spe, save_every_epochs=save_every_epochs, checkpointer=checkpointer,
       progress=progress, name=name, nonfinite=nonfinite,
-      shown=lambda m: {k: jnp.nanmean(v) for k, v in m.items() if k != "finite"})
+      shown=lambda m: {k: jnp.nanmean(v) for k, v in m.items() if k != "finite"},
+      cancel=cancel)
   codes_host = np.asarray(jax.device_get(codes))
   end_steps = np.asarray(jax.device_get(states.step))
   info = dict(**timing, how=how, members=m,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from tmu_jax.concurrent import Cancelled
 from tmu_jax.errors import RunFault
 from tmu_jax.progress import Progress
 from tmu_jax.train.state import TrainState
@@ -121,8 +123,8 @@ def _install_sigterm(flag: list):
 
 def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable, start: int,
           origin: int, total: int, spe: int, save_every_epochs: int, checkpointer,
-          progress: Progress, name: str, nonfinite: Callable, shown: Callable = lambda m: m
-          ) -> tuple[Any, dict | None, dict]:
+          progress: Progress, name: str, nonfinite: Callable, shown: Callable = lambda m: m,
+          cancel: threading.Event | None = None) -> tuple[Any, dict | None, dict]:
   """The host loop of :func:`fit` and of ``train.ensemble.fit_ensemble``; returns (carry, the
   last chunk's metrics, timing).
 
@@ -130,7 +132,9 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
   sync; the loop runs until ``done`` or step ``total``. Per chunk: a NaN/inf loss raises
   :class:`NonFiniteLoss` (``nonfinite(step, metrics, weights=False)`` says it), progress shows
   ``shown(metrics)``, the state (``state_of(carry)``) is saved at least every
-  ``save_every_epochs`` epochs. Ctrl-C / SIGTERM saves it and re-raises. At the end, when
+  ``save_every_epochs`` epochs. Ctrl-C / SIGTERM saves it and re-raises; so does ``cancel``
+  being set (checked after every chunk: how a fit on a worker thread, which no signal reaches,
+  is stopped), raising :class:`Cancelled`. At the end, when
   ``stopped(carry)`` (a stop rule fired), NaN/inf weights raise too: a stop rule reads
   predictions, and NaN weights (a finite last loss, then a bad update) would pass it silently,
   since argmax of NaN is 0. Then a last save.
@@ -161,6 +165,8 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
       progress.update(step - origin, shown(metrics))
       if interrupted:
         raise KeyboardInterrupt("SIGTERM")
+      if cancel is not None and cancel.is_set():
+        raise Cancelled(name)
       period = (step - origin) // (spe * save_every_epochs)
       if checkpointer is not None and (period > last_save or step >= total):
         save(carry)
@@ -187,14 +193,14 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
 def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSpec, epochs: int,
         key: jax.Array, aux: Any = None, stop: StopRule | None = None,
         max_steps: int | None = None, checkpointer=None, save_every_epochs: int = 1,
-        chunk_steps: int = 25, name: str = "train", verbose: bool = True
-        ) -> tuple[TrainState, dict]:
+        chunk_steps: int = 25, name: str = "train", verbose: bool = True,
+        cancel: threading.Event | None = None) -> tuple[TrainState, dict]:
   """Trains ``state`` for ``epochs`` over ``streams``; returns (state, info).
 
   ``max_steps`` caps the steps; ``stop`` ends training early, inside the compiled loop. With a
   ``checkpointer``, resumes from its latest step, saves at least every ``save_every_epochs``
   epochs (at the first chunk boundary after), at the end and on Ctrl-C / SIGTERM (then
-  re-raises). ``info``: steps, seconds, stop_code (0 = ran to the end), stopped_early, and the
+  re-raises), and when ``cancel`` is set (:class:`Cancelled`, at a chunk boundary). ``info``: steps, seconds, stop_code (0 = ran to the end), stopped_early, and the
   last step's loss and accuracy. ``seconds`` is the whole training time: a resumed run adds the
   time its checkpoint recorded (``resumed_seconds``) to this session's.
   """
@@ -242,7 +248,8 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
   (state, code, _, _), metrics, timing = drive(
       chunk, (state, code, idx, fresh), state_of=lambda c: c[0], stopped=lambda c: int(c[1]) != 0,
       start=start, origin=origin, total=total, spe=spe, save_every_epochs=save_every_epochs,
-      checkpointer=checkpointer, progress=progress, name=name, nonfinite=nonfinite)
+      checkpointer=checkpointer, progress=progress, name=name, nonfinite=nonfinite,
+      cancel=cancel)
   info = dict(steps=int(jax.device_get(state.step)) - start, **timing,
               stop_code=int(code), stopped_early=int(code) != 0)
   if metrics is not None:
