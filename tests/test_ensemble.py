@@ -18,6 +18,7 @@ import pytest
 
 import test_train as t
 from tmu_jax import checkpoints, train
+from tmu_jax.errors import Terminated
 from tmu_jax.train import ensemble as E
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,7 +167,7 @@ def test_ensemble_resumes_after_sigterm(tmp_path, monkeypatch):
   straight, _ = E.fit_ensemble(_members(), t._stream(), **kw)
   with monkeypatch.context() as m:
     m.setattr(E, "Progress", t._SigtermAtFirstChunk)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Terminated):
       E.fit_ensemble(_members(), t._stream(),
                      checkpointer=checkpoints.Checkpointer(str(tmp_path)), **kw)
   with checkpoints.Checkpointer(str(tmp_path)) as ck:

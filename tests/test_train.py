@@ -24,7 +24,7 @@ import optax
 import pytest
 
 from tmu_jax import checkpoints, train
-from tmu_jax.errors import RunFault
+from tmu_jax.errors import RunFault, Terminated
 from tmu_jax.models import get_model
 from tmu_jax.progress import Progress
 from tmu_jax.train import loop, optim
@@ -683,7 +683,7 @@ def test_resume_after_sigterm_is_bit_identical(tmp_path, monkeypatch):
   handler = signal.getsignal(signal.SIGTERM)
   with monkeypatch.context() as m:
     m.setattr(loop, "Progress", _SigtermAtFirstChunk)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Terminated):
       train.fit(fresh(), _stream(), checkpointer=checkpoints.Checkpointer(str(tmp_path)), **kw)
   assert signal.getsignal(signal.SIGTERM) is handler  # fit put the caller's handler back
 
@@ -703,6 +703,58 @@ def test_resume_after_sigterm_is_bit_identical(tmp_path, monkeypatch):
   assert info["steps"] == 0
   assert final > before and info["resumed_seconds"] == final and info["seconds"] >= final
   _assert_same(again, straight)
+
+
+def _ctrl_c_in_chunk(m, at_call: int, times: int) -> None:
+  """Patches the compiled chunk so that ``times`` Ctrl-Cs arrive during call ``at_call``
+  (1-based), after its donated inputs were consumed, as a real Ctrl-C mid-chunk would."""
+  real, calls = loop._chunk_jit, []
+
+  def chunk(*args, **kw):
+    out = real(*args, **kw)
+    calls.append(1)
+    if len(calls) == at_call:
+      for _ in range(times):
+        signal.raise_signal(signal.SIGINT)
+    return out
+  m.setattr(loop, "_chunk_jit", chunk)
+
+
+def test_ctrl_c_mid_chunk_stops_at_its_end_and_twice_stops_at_once(tmp_path, monkeypatch,
+                                                                     capsys):
+  """A Ctrl-C that arrives inside a chunk call (its state already donated) no longer loses the
+  state: the chunk finishes, fit saves at its end (step 4) and raises KeyboardInterrupt, and
+  resuming ends bit for bit where an uninterrupted run does. Two Ctrl-Cs stop at once, inside
+  the chunk: with the state donated there is nothing whole to save, so fit says the last
+  checkpoint stands (none yet) instead of crashing on deleted arrays. The caller's SIGINT
+  handler is put back each time."""
+  kw = dict(spec=BN_SPEC, epochs=4, key=jax.random.key(7), chunk_steps=4, verbose=False)
+  fresh = lambda: _fresh(BN_OPT, model=_BNNet())
+  straight, _ = train.fit(fresh(), _stream(), **kw)
+  handler = signal.getsignal(signal.SIGINT)
+
+  with monkeypatch.context() as m:
+    _ctrl_c_in_chunk(m, at_call=1, times=1)
+    with pytest.raises(KeyboardInterrupt, match="Ctrl-C"):
+      train.fit(fresh(), _stream(), checkpointer=checkpoints.Checkpointer(str(tmp_path / "a")),
+                **kw)
+  assert signal.getsignal(signal.SIGINT) is handler
+  assert "stopping at the end of this chunk" in capsys.readouterr().out
+  with checkpoints.Checkpointer(str(tmp_path / "a")) as ck:
+    assert ck.latest_step() == 4
+    resumed, info = train.fit(fresh(), _stream(), checkpointer=ck, **kw)
+  assert info["steps"] == 8
+  _assert_same(resumed, straight)
+
+  with monkeypatch.context() as m:
+    _ctrl_c_in_chunk(m, at_call=1, times=2)
+    with pytest.raises(KeyboardInterrupt):
+      train.fit(fresh(), _stream(), checkpointer=checkpoints.Checkpointer(str(tmp_path / "b")),
+                **kw)
+  assert signal.getsignal(signal.SIGINT) is handler
+  assert "the last checkpoint" in capsys.readouterr().out
+  with checkpoints.Checkpointer(str(tmp_path / "b")) as ck:
+    assert ck.latest_step() is None
 
 
 # ----------------------------------------------------------------------------- data parallel

@@ -38,10 +38,6 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (configs
 flags.DEFINE_string("workdir", "runs/default", "Folder for results, report, plots and the cache.")
 
 
-class Terminated(BaseException):
-  """Raised by the SIGTERM handler; a BaseException, so ``except Exception`` lets it through."""
-
-
 def run_experiment(config, workdir: str) -> dict[str, Any]:
   """The experiment itself (tests replace this function to exercise the error handling)."""
   from tmu_jax import experiment  # pylint: disable=import-outside-toplevel  # keeps --help fast
@@ -156,7 +152,7 @@ def _on_sigterm(signum: int, frame: Any) -> NoReturn:
   """Unwinds the run (closing checkpoints on the way); a second SIGTERM kills at once."""
   del frame
   signal.signal(signum, signal.SIG_DFL)
-  raise Terminated()
+  raise errors.Terminated()
 
 
 def _main(argv: Sequence[str]) -> NoReturn:
@@ -165,10 +161,10 @@ def _main(argv: Sequence[str]) -> NoReturn:
   saved_argv, sys.argv = sys.argv, list(argv)  # config_flags reads --config.X overrides there
   try:
     app.run(_run, argv=list(argv), flags_parser=parse_flags)  # exits with _run's result
+  except errors.Terminated:  # before KeyboardInterrupt, its base class
+    _fail("terminated: rerun the same command to resume", 143)
   except KeyboardInterrupt:
     _fail("interrupted: rerun the same command to resume", 130)
-  except Terminated:
-    _fail("terminated: rerun the same command to resume", 143)
   except BrokenPipeError:  # the reader of stdout left (`tmu-jax --helpfull | head`): say nothing
     try:  # and keep the interpreter's final flush from complaining
       os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -14,6 +14,8 @@ import signal
 import threading
 from typing import Callable, Sequence, TypeVar
 
+from tmu_jax.errors import Terminated
+
 T = TypeVar("T")
 Job = Callable[[threading.Event], T]
 
@@ -71,7 +73,7 @@ def run_together(jobs: Sequence[Job]) -> list:
     if old is not None:
       signal.signal(signal.SIGTERM, old)
   if terminated and errors[0] is None:
-    errors[0] = KeyboardInterrupt("SIGTERM")
+    errors[0] = Terminated("SIGTERM")
   real = [e for e in errors if e is not None and not isinstance(e, Cancelled)]
   if real or any(e is not None for e in errors):
     raise (real or [e for e in errors if e is not None])[0]

@@ -4,6 +4,8 @@
   line and exits with code 2, before any training.
 - :class:`RunFault`: the run itself failed (a NaN loss, a full disk, a lost lock). The launcher
   prints its one line and exits with code 1; what finished before is kept.
+- :class:`Terminated`: SIGTERM stopped the run (exit code 143); a KeyboardInterrupt, so every
+  handler that saves on Ctrl-C saves on it too.
 """
 
 
@@ -13,3 +15,8 @@ class ConfigError(ValueError):
 
 class RunFault(RuntimeError):
   """A fault during the run, reported in one line: exit code 1."""
+
+
+class Terminated(KeyboardInterrupt):
+  """SIGTERM stopped the run (exit code 143, where Ctrl-C gives 130); checkpoints are saved on
+  the way out as for Ctrl-C."""

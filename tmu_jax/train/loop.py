@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tmu_jax.concurrent import Cancelled
-from tmu_jax.errors import RunFault
+from tmu_jax.errors import RunFault, Terminated
 from tmu_jax.progress import Progress
 from tmu_jax.train.state import TrainState
 from tmu_jax.train.step import (Layout, StepSpec, Stream, apply_update, epoch_indices,
@@ -111,14 +111,35 @@ def replicate(mesh: Mesh, tree):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def _install_sigterm(flag: list):
-  def handler(signum, frame):
+def _install_stop_handlers(flag: list, name: str) -> dict:
+  """SIGTERM, and a first Ctrl-C, append to ``flag``: the host loop stops at the end of the
+  chunk in flight, with the state whole (a KeyboardInterrupt raised inside a chunk call finds
+  its donated state already deleted, so nothing could be saved). A second Ctrl-C raises at
+  once; then the checkpoint is the last periodic save. Returns the old handlers (none off the
+  main thread, where signals never arrive)."""
+  if threading.current_thread() is not threading.main_thread():
+    return {}
+
+  def on_term(signum, frame):
     del signum, frame
-    flag.append(True)
-  try:
-    return signal.signal(signal.SIGTERM, handler)
-  except ValueError:  # not the main thread
-    return None
+    flag.append("SIGTERM")
+
+  def on_int(signum, frame):
+    if flag:
+      signal.default_int_handler(signum, frame)
+    flag.append("Ctrl-C")
+    print(f"\n[{name}] Ctrl-C: stopping at the end of this chunk (Ctrl-C again to stop at "
+          "once)", flush=True)
+
+  old = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
+  if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+    old[signal.SIGINT] = signal.signal(signal.SIGINT, on_int)
+  return old
+
+
+def _whole(tree) -> bool:
+  """Whether no array of ``tree`` was deleted (donated to a chunk call that never returned)."""
+  return not any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(tree))
 
 
 def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable, start: int,
@@ -132,8 +153,9 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
   sync; the loop runs until ``done`` or step ``total``. Per chunk: a NaN/inf loss raises
   :class:`NonFiniteLoss` (``nonfinite(step, metrics, weights=False)`` says it), progress shows
   ``shown(metrics)``, the state (``state_of(carry)``) is saved at least every
-  ``save_every_epochs`` epochs. Ctrl-C / SIGTERM saves it and re-raises; so does ``cancel``
-  being set (checked after every chunk: how a fit on a worker thread, which no signal reaches,
+  ``save_every_epochs`` epochs. SIGTERM or a first Ctrl-C stops at the end of the chunk in
+  flight, saves and raises KeyboardInterrupt (``errors.Terminated`` for SIGTERM; a second Ctrl-C raises at once, keeping the last
+  periodic save); so does ``cancel`` being set (checked after every chunk: how a fit on a worker thread, which no signal reaches,
   is stopped), raising :class:`Cancelled`. At the end, when
   ``stopped(carry)`` (a stop rule fired), NaN/inf weights raise too: a stop rule reads
   predictions, and NaN weights (a finite last loss, then a bad update) would pass it silently,
@@ -154,7 +176,7 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
     checkpointer.save(state_of(carry), force=force, seconds=clock())
 
   metrics, interrupted = None, []
-  old_handler = _install_sigterm(interrupted)
+  old_handlers = _install_stop_handlers(interrupted, name)
   last_save = (start - origin) // (spe * save_every_epochs)
   step, done = start, False
   try:
@@ -164,7 +186,7 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
         raise NonFiniteLoss(nonfinite(step, metrics, False))
       progress.update(step - origin, shown(metrics))
       if interrupted:
-        raise KeyboardInterrupt("SIGTERM")
+        raise Terminated("SIGTERM") if interrupted[0] == "SIGTERM" else KeyboardInterrupt("Ctrl-C")
       if cancel is not None and cancel.is_set():
         raise Cancelled(name)
       period = (step - origin) // (spe * save_every_epochs)
@@ -173,14 +195,18 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
         last_save = period
   except KeyboardInterrupt:
     if checkpointer is not None:
-      save(carry, force=True)
+      if _whole(state_of(carry)):
+        save(carry, force=True)
+        print(f"\n[{name}] interrupted at step {step}; checkpoint saved in "
+              f"{checkpointer.directory}", flush=True)
+      else:
+        print(f"\n[{name}] interrupted inside a chunk; the last checkpoint in "
+              f"{checkpointer.directory} stands", flush=True)
       checkpointer.close()
-      print(f"\n[{name}] interrupted at step {step}; checkpoint saved in "
-            f"{checkpointer.directory}", flush=True)
     raise
   finally:
-    if old_handler is not None:
-      signal.signal(signal.SIGTERM, old_handler)
+    for signum, handler in old_handlers.items():
+      signal.signal(signum, handler)
   if stopped(carry) and not all(bool(jnp.all(jnp.isfinite(p)))
                                 for p in jax.tree.leaves(state_of(carry).params)):
     raise NonFiniteLoss(nonfinite(step, metrics, True))
@@ -199,8 +225,8 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
 
   ``max_steps`` caps the steps; ``stop`` ends training early, inside the compiled loop. With a
   ``checkpointer``, resumes from its latest step, saves at least every ``save_every_epochs``
-  epochs (at the first chunk boundary after), at the end and on Ctrl-C / SIGTERM (then
-  re-raises), and when ``cancel`` is set (:class:`Cancelled`, at a chunk boundary). ``info``: steps, seconds, stop_code (0 = ran to the end), stopped_early, and the
+  epochs (at the first chunk boundary after), at the end and on Ctrl-C / SIGTERM (at the end of the chunk in flight; then
+  raises KeyboardInterrupt), and when ``cancel`` is set (:class:`Cancelled`, at a chunk boundary). ``info``: steps, seconds, stop_code (0 = ran to the end), stopped_early, and the
   last step's loss and accuracy. ``seconds`` is the whole training time: a resumed run adds the
   time its checkpoint recorded (``resumed_seconds``) to this session's.
   """
