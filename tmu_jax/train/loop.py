@@ -137,6 +137,12 @@ def _install_stop_handlers(flag: list, name: str) -> dict:
   return old
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  """Whether every entry of ``tree`` is finite: one program per tree, not one per leaf shape."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def _whole(tree) -> bool:
   """Whether no array of ``tree`` was deleted (donated to a chunk call that never returned)."""
   return not any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(tree))
@@ -207,8 +213,7 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
   finally:
     for signum, handler in old_handlers.items():
       signal.signal(signum, handler)
-  if stopped(carry) and not all(bool(jnp.all(jnp.isfinite(p)))
-                                for p in jax.tree.leaves(state_of(carry).params)):
+  if stopped(carry) and not bool(_all_finite(state_of(carry).params)):
     raise NonFiniteLoss(nonfinite(step, metrics, True))
   if checkpointer is not None:
     save(carry)
