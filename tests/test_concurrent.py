@@ -99,8 +99,9 @@ def test_saves_on_two_threads_at_once_all_land(tmp_path):
   and such a collision timed out once in bench/concurrent_models.py; it is too rare to
   reproduce in a test), and each folder's latest state reads back bit for bit."""
   w = np.arange(1000, dtype=np.float32)
-  state = lambda step, scale: train.TrainState(step=np.asarray(step, np.int32), params=dict(w=w * scale),
-                                               batch_stats={}, opt_state=())
+  state = lambda step, scale: train.TrainState(step=np.asarray(step, np.int32),
+                                               params=dict(w=w * scale), batch_stats={},
+                                               opt_state=())
 
   def saver(name):
     def run(cancel):

@@ -14,7 +14,6 @@ import sys
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from tmu_jax import checkpoints, data as data_lib, rng, schema, train
@@ -179,8 +178,8 @@ def train_from_scratch(config, workdir: str, problem: Problem, role: str, index:
   resumes from its last checkpoint; a damaged cache is reported in one line and retrained.
   ``cancel``: see :func:`train.fit`. ``share`` = s > 1: the training runs beside s − 1 others
   on the same machine (:func:`tmu_jax.concurrent.run_together`); ``time_s`` is then its wall
-  time ÷ s, its share of the machine — a lower bound on its time alone, since running together
-  is never slower here than one after the other — and ``wall_s`` the wall time.
+  time ÷ s, its share of the machine — below its time alone, since running together was
+  faster than one after the other in every measurement here — and ``wall_s`` the wall time.
   """
   recipe = recipe_of(config)
   seed = problem.seed if seed is None else seed

@@ -12,8 +12,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from tmu_jax import (checkpoints, concurrent, data as data_lib, methods, protocol, rng, schema, train,
-                     validate)
+from tmu_jax import (checkpoints, concurrent, data as data_lib, methods, protocol, rng, schema,
+                     train, validate)
 from tmu_jax.experiment import ensembles, evaluate
 from tmu_jax.experiment.results import CompileTimer, MethodCache, method_key, public
 from tmu_jax.experiment.scoring import Reference, Scorer

@@ -160,12 +160,12 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
   :class:`NonFiniteLoss` (``nonfinite(step, metrics, weights=False)`` says it), progress shows
   ``shown(metrics)``, the state (``state_of(carry)``) is saved at least every
   ``save_every_epochs`` epochs. SIGTERM or a first Ctrl-C stops at the end of the chunk in
-  flight, saves and raises KeyboardInterrupt (``errors.Terminated`` for SIGTERM; a second Ctrl-C raises at once, keeping the last
-  periodic save); so does ``cancel`` being set (checked after every chunk: how a fit on a worker thread, which no signal reaches,
-  is stopped), raising :class:`Cancelled`. At the end, when
-  ``stopped(carry)`` (a stop rule fired), NaN/inf weights raise too: a stop rule reads
-  predictions, and NaN weights (a finite last loss, then a bad update) would pass it silently,
-  since argmax of NaN is 0. Then a last save.
+  flight, saves and raises KeyboardInterrupt (``errors.Terminated`` for SIGTERM; a second Ctrl-C
+  raises at once, keeping the last periodic save). So does ``cancel`` being set, raising
+  :class:`Cancelled` (checked after every chunk: how a fit on a worker thread, which no signal
+  reaches, is stopped). At the end, when ``stopped(carry)`` (a stop rule fired), NaN/inf
+  weights raise too: a stop rule reads predictions, and NaN weights (a finite last loss, then a
+  bad update) would pass it silently, since argmax of NaN is 0. Then a last save.
 
   Timing: every save records the run's training seconds so far (:meth:`Checkpointer.save`), and
   a run resumed from a checkpoint (``start > origin``) starts from the seconds recorded there,
@@ -230,8 +230,10 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
 
   ``max_steps`` caps the steps; ``stop`` ends training early, inside the compiled loop. With a
   ``checkpointer``, resumes from its latest step, saves at least every ``save_every_epochs``
-  epochs (at the first chunk boundary after), at the end and on Ctrl-C / SIGTERM (at the end of the chunk in flight; then
-  raises KeyboardInterrupt), and when ``cancel`` is set (:class:`Cancelled`, at a chunk boundary). ``info``: steps, seconds, stop_code (0 = ran to the end), stopped_early, and the
+  epochs (at the first chunk boundary after), at the end, and on Ctrl-C / SIGTERM (at the end of
+  the chunk in flight; then raises KeyboardInterrupt), and when ``cancel`` is set
+  (:class:`Cancelled`, at a chunk boundary). ``info``: steps, seconds, stop_code (0 = ran to the
+  end), stopped_early, and the
   last step's loss and accuracy. ``seconds`` is the whole training time: a resumed run adds the
   time its checkpoint recorded (``resumed_seconds``) to this session's.
   """
