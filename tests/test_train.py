@@ -757,6 +757,27 @@ def test_ctrl_c_mid_chunk_stops_at_its_end_and_twice_stops_at_once(tmp_path, mon
     assert ck.latest_step() is None
 
 
+class _CtrlCAtLastSave(checkpoints.Checkpointer):
+  """A Checkpointer that gets a Ctrl-C during its save of step 12 (the last one)."""
+
+  def save(self, state, force=False, seconds=None):
+    super().save(state, force=force, seconds=seconds)
+    if int(jax.device_get(state.step)) == 12 and not getattr(self, "sent", False):
+      self.sent = True
+      signal.raise_signal(signal.SIGINT)
+
+
+def test_ctrl_c_during_the_last_save_still_stops(tmp_path):
+  """A Ctrl-C that lands while the last chunk's state is being saved is not lost: fit raises
+  KeyboardInterrupt (the caller then does not mark the model done) with step 12 saved."""
+  kw = dict(spec=BN_SPEC, epochs=4, key=jax.random.key(7), chunk_steps=4, verbose=False)
+  with pytest.raises(KeyboardInterrupt):
+    train.fit(_fresh(BN_OPT, model=_BNNet()), _stream(),
+              checkpointer=_CtrlCAtLastSave(str(tmp_path)), **kw)
+  with checkpoints.Checkpointer(str(tmp_path)) as ck:
+    assert ck.latest_step() == 12
+
+
 # ----------------------------------------------------------------------------- data parallel
 
 

@@ -38,6 +38,8 @@ DONE_FILE = "done.json"
 # every save takes this lock and finishes before it is released.
 _SAVE_LOCK = threading.Lock()
 _SERIAL = [0]  # how many one_save_at_a_time blocks are open
+_QUIET_LOCK = threading.Lock()
+_QUIET: list = [None, 0]  # the hook _quiet_abandoned_reads replaced, and how many are inside
 
 
 @contextlib.contextmanager
@@ -126,8 +128,11 @@ def _quiet_abandoned_reads(linger_s: float = 0.5) -> Iterator[None]:
   def keep(record: logging.LogRecord) -> bool:
     return "never retrieved" not in record.getMessage()
 
-  old_hook, log = sys.unraisablehook, logging.getLogger("asyncio")
-  sys.unraisablehook = lambda unraisable: None
+  log = logging.getLogger("asyncio")
+  with _QUIET_LOCK:  # restores on two threads at once (M_o beside M_g): the first one in
+    if not _QUIET[1]:  # swaps the hook, the last one out puts it back
+      _QUIET[0], sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    _QUIET[1] += 1
   log.addFilter(keep)
   try:
     yield
@@ -138,7 +143,10 @@ def _quiet_abandoned_reads(linger_s: float = 0.5) -> Iterator[None]:
       time.sleep(0.05)
     raise
   finally:
-    sys.unraisablehook = old_hook
+    with _QUIET_LOCK:
+      _QUIET[1] -= 1
+      if not _QUIET[1]:
+        sys.unraisablehook = _QUIET[0]
     log.removeFilter(keep)
 
 

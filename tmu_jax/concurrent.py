@@ -12,12 +12,36 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Callable, Sequence, TypeVar
 
 from tmu_jax.errors import Terminated
 
 T = TypeVar("T")
 Job = Callable[[threading.Event], T]
+
+
+class Sharing:
+  """How many trainings run at this moment among those given this object: a fit's clock
+  divides each chunk's seconds by it (:func:`tmu_jax.train.loop.drive`), so a model trained
+  beside another is charged its share of the machine while both run, and its whole time once it
+  runs alone. Thread-safe; explicit (handed to the fits that share), not a process global."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._active = 0
+
+  def enter(self) -> None:
+    with self._lock:
+      self._active += 1
+
+  def leave(self) -> None:
+    with self._lock:
+      self._active -= 1
+
+  def active(self) -> int:
+    with self._lock:
+      return max(1, self._active)
 
 
 class Cancelled(KeyboardInterrupt):
@@ -33,11 +57,14 @@ def run_together(jobs: Sequence[Job]) -> list:
   Every job gets the same ``cancel`` event. It is set when a job raises, and on Ctrl-C or
   SIGTERM while the main thread waits for the workers. Then every job is waited for (a fit
   saves its checkpoint), and the first error that is not a mere :class:`Cancelled` is raised
-  (job order; a Ctrl-C counts as an error).
+  (job order; a Ctrl-C counts as an error). A second Ctrl-C or SIGTERM (the first may have
+  stopped job 0 itself) stops waiting at once.
   """
   cancel = threading.Event()
   results: list = [None] * len(jobs)
   errors: list[BaseException | None] = [None] * len(jobs)
+  finished = [threading.Event() for _ in jobs]
+  interrupts: list[BaseException] = []  # the user's Ctrl-Cs and SIGTERMs, in order
 
   def work(i: int) -> None:
     try:
@@ -45,39 +72,49 @@ def run_together(jobs: Sequence[Job]) -> list:
     except BaseException as e:  # pylint: disable=broad-except  (re-raised by the main thread)
       errors[i] = e
       cancel.set()
+    finally:
+      finished[i].set()
 
-  threads = [threading.Thread(target=work, args=(i,), name=f"job-{i}", daemon=True)
-             for i in range(1, len(jobs))]
-  for t in threads:
-    t.start()
-  if jobs:
-    work(0)
-  terminated: list = []
+  def interrupted(e: BaseException) -> None:
+    """A Ctrl-C or SIGTERM: the first stops the jobs at their next chunk; a second, at once."""
+    interrupts.append(e)
+    cancel.set()
+    if len(interrupts) > 1:
+      raise e
+    print("\nstopping: waiting for the trainings beside this one to stop at the end of "
+          "their chunk (Ctrl-C again to stop at once)", flush=True)
 
   def on_sigterm(signum, frame):
     del signum, frame
-    terminated.append(True)
-    cancel.set()
+    interrupted(Terminated("SIGTERM"))
 
-  old = (signal.signal(signal.SIGTERM, on_sigterm)
-         if threading.current_thread() is threading.main_thread() else None)
-  try:
+  main = threading.current_thread() is threading.main_thread()
+  old = signal.signal(signal.SIGTERM, on_sigterm) if main else None  # job 0's fits put their
+  try:  # own handlers in place while they run, and this one back after
+    threads = [threading.Thread(target=work, args=(i,), name=f"job-{i}", daemon=True)
+               for i in range(1, len(jobs))]
     for t in threads:
-      while t.is_alive():
-        try:
-          t.join(timeout=0.2)
-        except KeyboardInterrupt as e:  # Ctrl-C while waiting: stop the workers, then raise
-          errors[0] = errors[0] or e
-          cancel.set()
+      t.start()
+    if jobs:
+      work(0)
+    if isinstance(errors[0], KeyboardInterrupt) and not isinstance(errors[0], Cancelled):
+      interrupts.append(errors[0])  # job 0 was stopped by the user: a next one is the second
+    # Poll with sleep rather than Thread.join: a Ctrl-C inside join can leave is_alive()
+    # wrongly False (CPython), and the workers would be abandoned before saving.
+    while not all(f.is_set() for f in finished[1:]):
+      try:
+        time.sleep(0.05)
+      except KeyboardInterrupt as e:
+        interrupted(e)
   finally:
     if old is not None:
       signal.signal(signal.SIGTERM, old)
-  if terminated and errors[0] is None:
-    errors[0] = Terminated("SIGTERM")
+  if interrupts and (errors[0] is None or isinstance(errors[0], Cancelled)):
+    errors[0] = interrupts[0]  # the user's stop, not a job's Cancelled, says the exit code
   real = [e for e in errors if e is not None and not isinstance(e, Cancelled)]
   if real or any(e is not None for e in errors):
     raise (real or [e for e in errors if e is not None])[0]
   return results
 
 
-__all__ = ["Cancelled", "run_together"]
+__all__ = ["Cancelled", "Sharing", "run_together"]

@@ -162,24 +162,18 @@ def model_dir(config, workdir: str, problem: Problem, role: str, index: np.ndarr
   return key, os.path.join(cache_dir(config, workdir), f"{role}-{key}")
 
 
-def is_trained(config, workdir: str, problem: Problem, role: str, index: np.ndarray,
-               seed: int | None = None) -> bool:
-  """Whether that model's cache says it finished (unverified: restoring it checks)."""
-  folder = model_dir(config, workdir, problem, role, index, seed)[1]
-  return os.path.exists(os.path.join(folder, checkpoints.DONE_FILE))
-
-
 def train_from_scratch(config, workdir: str, problem: Problem, role: str, index: np.ndarray,
-                       *, seed: int | None = None, cancel=None, share: int = 1
+                       *, seed: int | None = None, cancel=None, sharing=None
                        ) -> tuple[train.TrainState, dict]:
   """A fresh model trained on rows ``index`` with the config's recipe, or loaded from cache.
 
   Returns (state, info) with ``time_s`` (training time) and ``cached``. An interrupted training
   resumes from its last checkpoint; a damaged cache is reported in one line and retrained.
-  ``cancel``: see :func:`train.fit`. ``share`` = s > 1: the training runs beside s − 1 others
-  on the same machine (:func:`tmu_jax.concurrent.run_together`); ``time_s`` is then its wall
-  time ÷ s, its share of the machine — below its time alone, since running together was
-  faster than one after the other in every measurement here — and ``wall_s`` the wall time.
+  ``cancel``, ``sharing``: see :func:`train.fit`. With ``sharing`` (the training runs beside
+  others on host threads, :func:`tmu_jax.concurrent.run_together`) ``time_s`` is its share of
+  the machine: while s trainings run, each second counts 1/s. That is below its time alone,
+  since running together was faster than one after the other in every measurement here;
+  ``wall_s`` is this session's wall time and ``share`` = wall_s / this session's time_s.
   """
   recipe = recipe_of(config)
   seed = problem.seed if seed is None else seed
@@ -198,10 +192,11 @@ def train_from_scratch(config, workdir: str, problem: Problem, role: str, index:
                                                            recipe),
                             epochs=recipe.epochs, key=data_key, checkpointer=ckpt,
                             save_every_epochs=recipe.save_every_epochs, name=role,
-                            verbose=config.verbose, cancel=cancel)
-    meta = dict(time_s=info["seconds"] / share, steps=info["steps"], final_loss=info.get("loss"))
-    if share > 1:
-      meta.update(wall_s=info["seconds"], share=share)
+                            verbose=config.verbose, cancel=cancel, sharing=sharing)
+    meta = dict(time_s=info["seconds"], steps=info["steps"], final_loss=info.get("loss"))
+    session = info["seconds"] - info["resumed_seconds"]
+    if sharing is not None and session > 0:
+      meta.update(wall_s=info["wall_seconds"], share=info["wall_seconds"] / session)
     ckpt.mark_done(meta, state=state)
     return state, dict(meta, cached=False, key=key)
   finally:

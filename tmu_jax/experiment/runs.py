@@ -223,15 +223,15 @@ def train_from_scratch_together(config, workdir: str, problem: Problem,
                                 roles: list[tuple[str, np.ndarray]]) -> list[tuple[Any, dict]]:
   """:func:`protocol.train_from_scratch` of each (role, rows): at once on host threads when
   :func:`concurrent_here` (the results are the same bit for bit; each model's ``time_s`` is
-  then its share of the machine), else one after the other."""
+  then its share of the machine: :class:`tmu_jax.concurrent.Sharing`), else one after the
+  other."""
   if not concurrent_here(config) or len(roles) < 2:
     return [protocol.train_from_scratch(config, workdir, problem, r, i) for r, i in roles]
-  share = sum(not protocol.is_trained(config, workdir, problem, r, i) for r, i in roles)
-  share = max(1, share)
+  sharing = concurrent.Sharing()  # charges each model its share while the others train
 
   def job(role: str, rows: np.ndarray):
     return lambda cancel: protocol.train_from_scratch(config, workdir, problem, role, rows,
-                                                      cancel=cancel, share=share)
+                                                      cancel=cancel, sharing=sharing)
 
   with checkpoints.one_save_at_a_time():  # Orbax's saves are not safe on two threads at once
     return concurrent.run_together([job(r, i) for r, i in roles])

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tmu_jax.concurrent import Cancelled
+from tmu_jax.concurrent import Cancelled, Sharing
 from tmu_jax.errors import RunFault, Terminated
 from tmu_jax.progress import Progress
 from tmu_jax.train.state import TrainState
@@ -143,6 +143,11 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def _finite(tree) -> bool:
+  """Whether every entry of ``tree`` is finite (True for an empty tree)."""
+  return not jax.tree.leaves(tree) or bool(_all_finite(tree))
+
+
 def _whole(tree) -> bool:
   """Whether no array of ``tree`` was deleted (donated to a chunk call that never returned)."""
   return not any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(tree))
@@ -151,7 +156,8 @@ def _whole(tree) -> bool:
 def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable, start: int,
           origin: int, total: int, spe: int, save_every_epochs: int, checkpointer,
           progress: Progress, name: str, nonfinite: Callable, shown: Callable = lambda m: m,
-          cancel: threading.Event | None = None) -> tuple[Any, dict | None, dict]:
+          cancel: threading.Event | None = None, sharing: Sharing | None = None
+          ) -> tuple[Any, dict | None, dict]:
   """The host loop of :func:`fit` and of ``train.ensemble.fit_ensemble``; returns (carry, the
   last chunk's metrics, timing).
 
@@ -170,13 +176,20 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
   Timing: every save records the run's training seconds so far (:meth:`Checkpointer.save`), and
   a run resumed from a checkpoint (``start > origin``) starts from the seconds recorded there,
   so ``timing`` = {seconds: the whole training time, earlier sessions included;
-  resumed_seconds: their part}.
+  resumed_seconds: their part; wall_seconds: this session's wall time}. With ``sharing``, the
+  fits given the same :class:`~tmu_jax.concurrent.Sharing` run at once and each chunk's seconds
+  are divided by how many of them are running (sampled at the chunk's end): each is charged
+  its share of the machine.
   """
   prior = checkpointer.elapsed(start) if checkpointer is not None and start > origin else 0.0
   t0 = time.perf_counter()
+  spent, mark = [prior], [t0]
 
   def clock() -> float:
-    return prior + time.perf_counter() - t0
+    now = time.perf_counter()
+    spent[0] += (now - mark[0]) / (sharing.active() if sharing is not None else 1)
+    mark[0] = now
+    return spent[0]
 
   def save(carry, force=False):
     checkpointer.save(state_of(carry), force=force, seconds=clock())
@@ -185,20 +198,28 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
   old_handlers = _install_stop_handlers(interrupted, name)
   last_save = (start - origin) // (spe * save_every_epochs)
   step, done = start, False
+  if sharing is not None:
+    sharing.enter()
+
+  def stop_if_asked():
+    if interrupted:
+      raise Terminated("SIGTERM") if interrupted[0] == "SIGTERM" else KeyboardInterrupt("Ctrl-C")
+
   try:
     while step < total and not done:
       carry, step, finite, metrics, done = chunk(carry)
+      clock()
       if not finite:
         raise NonFiniteLoss(nonfinite(step, metrics, False))
       progress.update(step - origin, shown(metrics))
-      if interrupted:
-        raise Terminated("SIGTERM") if interrupted[0] == "SIGTERM" else KeyboardInterrupt("Ctrl-C")
+      stop_if_asked()
       if cancel is not None and cancel.is_set():
         raise Cancelled(name)
       period = (step - origin) // (spe * save_every_epochs)
       if checkpointer is not None and (period > last_save or step >= total):
         save(carry)
         last_save = period
+    stop_if_asked()  # asked during the last chunk's save
   except KeyboardInterrupt:
     if checkpointer is not None:
       if _whole(state_of(carry)):
@@ -211,31 +232,38 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
       checkpointer.close()
     raise
   finally:
+    if sharing is not None:
+      clock()
+      sharing.leave()
     for signum, handler in old_handlers.items():
-      signal.signal(signum, handler)
-  if stopped(carry) and not bool(_all_finite(state_of(carry).params)):
+      if handler is not None:  # None: a handler installed from C, which Python cannot restore
+        signal.signal(signum, handler)
+  if stopped(carry) and not _finite(state_of(carry).params):
     raise NonFiniteLoss(nonfinite(step, metrics, True))
   if checkpointer is not None:
     save(carry)
   progress.finish()
-  return carry, metrics, dict(seconds=clock(), resumed_seconds=prior)
+  return carry, metrics, dict(seconds=clock(), resumed_seconds=prior,
+                              wall_seconds=time.perf_counter() - t0)
 
 
 def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSpec, epochs: int,
         key: jax.Array, aux: Any = None, stop: StopRule | None = None,
         max_steps: int | None = None, checkpointer=None, save_every_epochs: int = 1,
         chunk_steps: int = 25, name: str = "train", verbose: bool = True,
-        cancel: threading.Event | None = None) -> tuple[TrainState, dict]:
+        cancel: threading.Event | None = None, sharing: Sharing | None = None
+        ) -> tuple[TrainState, dict]:
   """Trains ``state`` for ``epochs`` over ``streams``; returns (state, info).
 
   ``max_steps`` caps the steps; ``stop`` ends training early, inside the compiled loop. With a
   ``checkpointer``, resumes from its latest step, saves at least every ``save_every_epochs``
   epochs (at the first chunk boundary after), at the end, and on Ctrl-C / SIGTERM (at the end of
   the chunk in flight; then raises KeyboardInterrupt), and when ``cancel`` is set
-  (:class:`Cancelled`, at a chunk boundary). ``info``: steps, seconds, stop_code (0 = ran to the
-  end), stopped_early, and the
-  last step's loss and accuracy. ``seconds`` is the whole training time: a resumed run adds the
-  time its checkpoint recorded (``resumed_seconds``) to this session's.
+  (:class:`Cancelled`, at a chunk boundary). ``info``: steps, seconds, wall_seconds, stop_code
+  (0 = ran to the end), stopped_early, and the last step's loss and accuracy. ``seconds`` is the
+  whole training time: a resumed run adds the time its checkpoint recorded (``resumed_seconds``)
+  to this session's; with ``sharing`` (fits at once on host threads) this session's part is its
+  share of the machine (:func:`drive`), ``wall_seconds`` its wall time.
   """
   streams = (streams,) if isinstance(streams, Stream) else tuple(streams)
   data = tuple(s.data for s in streams)
@@ -282,7 +310,7 @@ def fit(state: TrainState, streams: Stream | tuple[Stream, ...], *, spec: StepSp
       chunk, (state, code, idx, fresh), state_of=lambda c: c[0], stopped=lambda c: int(c[1]) != 0,
       start=start, origin=origin, total=total, spe=spe, save_every_epochs=save_every_epochs,
       checkpointer=checkpointer, progress=progress, name=name, nonfinite=nonfinite,
-      cancel=cancel)
+      cancel=cancel, sharing=sharing)
   info = dict(steps=int(jax.device_get(state.step)) - start, **timing,
               stop_code=int(code), stopped_early=int(code) != 0)
   if metrics is not None:
