@@ -71,6 +71,20 @@ def params_of(state):
   return [np.asarray(p) for p in jax.tree.leaves(state.params)]
 
 
+def test_take_gives_the_same_rows_on_the_host_path_and_the_device_path(tiny, monkeypatch):
+  """Problem.take gathers on the host on a CPU and from x_train on an accelerator: the same
+  images and labels, in the index's order and dtypes, either way."""
+  index = np.array([5, 0, 17, 3, 3])
+  host = tiny.problem.take(index)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  device = tiny.problem.take(index)
+  for a, b, want in zip(host, device, (tiny.problem.dataset.train_images[index],
+                                       tiny.problem.dataset.train_labels[index])):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(np.asarray(a), want)
+    np.testing.assert_array_equal(np.asarray(b), want)
+
+
 @pytest.fixture(scope="module")
 def baselines(tiny):
   """Each baseline run once from M_o at its configured settings: name -> Result."""

@@ -14,6 +14,7 @@ import sys
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tmu_jax import checkpoints, data as data_lib, rng, schema, train
@@ -74,12 +75,16 @@ class Problem:
     return tuple(self.dataset.train_images.shape[1:])
 
   def take(self, index: np.ndarray) -> tuple[jax.Array, jax.Array]:
-    """(images, labels) of training-split rows ``index``, on device: gathered on the host from
-    the dataset's arrays (the same values as ``x_train``), so that no index shape compiles a
-    program of its own (33 in the embedded default job) and a GPU receives only the rows."""
+    """(images, labels) of training-split rows ``index``, on device. On a CPU they are gathered
+    on the host from the dataset's arrays (the same values as ``x_train``), so that no index
+    shape compiles a program of its own (33 in the embedded default job); on an accelerator,
+    from ``x_train`` on the device (no transfer of the rows)."""
     index = np.asarray(index)
-    return (jax.device_put(np.take(self.dataset.train_images, index, axis=0)),
-            jax.device_put(np.take(self.dataset.train_labels, index, axis=0)))
+    if jax.default_backend() == "cpu":
+      return (jax.device_put(np.take(self.dataset.train_images, index, axis=0)),
+              jax.device_put(np.take(self.dataset.train_labels, index, axis=0)))
+    return (jnp.take(self.x_train, index, axis=0),
+            jnp.take(self.y_train, index, axis=0))
 
   def stream(self, index: np.ndarray, batch_size: int, **extra) -> train.Stream:
     """A training Stream over rows ``index`` (extra per-example arrays added as fields)."""
