@@ -11,6 +11,7 @@ finiteness flag and the metrics, prints progress and saves checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import threading
 import time
@@ -139,13 +140,10 @@ def _install_stop_handlers(flag: list, name: str) -> dict:
 
 @jax.jit
 def _all_finite(tree) -> jax.Array:
-  """Whether every entry of ``tree`` is finite: one program per tree, not one per leaf shape."""
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def _finite(tree) -> bool:
-  """Whether every entry of ``tree`` is finite (True for an empty tree)."""
-  return not jax.tree.leaves(tree) or bool(_all_finite(tree))
+  """Whether every entry of ``tree`` is finite (True for an empty tree): one program per tree,
+  not one per leaf shape."""
+  return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in
+                                            jax.tree.leaves(tree)], jnp.bool_(True))
 
 
 def _whole(tree) -> bool:
@@ -238,7 +236,7 @@ def drive(chunk: Callable, carry: Any, *, state_of: Callable, stopped: Callable,
     for signum, handler in old_handlers.items():
       if handler is not None:  # None: a handler installed from C, which Python cannot restore
         signal.signal(signum, handler)
-  if stopped(carry) and not _finite(state_of(carry).params):
+  if stopped(carry) and not bool(_all_finite(state_of(carry).params)):
     raise NonFiniteLoss(nonfinite(step, metrics, True))
   if checkpointer is not None:
     save(carry)
