@@ -61,7 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.experiment.recompute = ()  # methods whose cached result is recomputed ("all" for every one)
   # ---- many models (METHODS §5b): gold ensemble, noise floor, per-example ε (docs/evaluation.md)
   # M_o and M_g train at once on two host threads on a CPU (the same weights bit for bit;
-  # 0.82x the time here; each model's time_s is then its wall time / 2, so RTE errs high).
+  # 0.72-0.82x the time here; each model's time_s is then its share of the machine, about its
+  # wall time / 2, so RTE errs high).
   c.experiment.concurrent_models = True
   c.experiment.gold_models = 1  # G: gold models (seeds); >= 2 gives every metric its floor
   c.experiment.epsilon = 0  # N >= 3: ε score from N retrained (+ N held out) and N unlearned

@@ -2,7 +2,7 @@
 
 On a CPU one small model's training step leaves cores idle: two trainings on two host threads
 (the same device; XLA runs both programs at once and releases the GIL) finished two models in
-0.82× the time of one after the other here, with bit-identical weights
+0.72–0.82× the time of one after the other here, with bit-identical weights
 (bench/concurrent_models.py, docs/benchmarks.md). Signals reach only the main thread, so a job
 is handed a shared ``threading.Event``: a fit given it as ``cancel`` stops at its next chunk
 boundary, saving its checkpoint, when any job fails or the user interrupts.
