@@ -38,20 +38,8 @@ unset JAX_PLATFORMS  # scripts/test.sh sets cpu; here the GPU must be visible
 # rather than JAX's default 75% of the card.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
-install_wheels() {
-  local dir
-  for dir in .whl shared/wheels; do
-    if compgen -G "$dir/*.whl" >/dev/null; then
-      echo "== installing carried wheels from $dir (offline)"
-      if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-          --find-links "$dir" --target /tmp/site "$dir"/*.whl; then
-        export PYTHONPATH="/tmp/site:$PYTHONPATH"
-      else
-        echo "!! pip install from $dir failed (going on without it)"
-      fi
-    fi
-  done
-}
+# install_wheels: the carried .whl/ or shared/wheels/ wheels, offline, into /tmp/site.
+source bench/carried_wheels.sh
 
 # part NAME SECONDS COMMAND...: runs COMMAND under `timeout`, at most SECONDS and at most what is
 # left of the budget; reports its exit code and time, and never stops the script.

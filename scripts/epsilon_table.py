@@ -5,10 +5,13 @@ final score, Avg. Gap, agreement and its floors, RTE; and, paired over the forge
 row's points minus a reference row's (default tmu_plus): mean difference ± s.e. and a two-sided
 sign test. With several runs (``epsilon3``: one per class) it ends with the pooled table: F per
 run and its mean, and the points paired over every forget example of every run, with the number
-of runs each row beats the reference in. Usage::
+of runs each row beats the reference in. Several files (runs of one config made in separate
+workdirs, e.g. one class each) are read as one list of runs; the pooled table keeps the rows that
+every run has. Usage::
 
     python scripts/epsilon_table.py docs/results/data/fashion_mnist_epsilon.results.json.gz
     python scripts/epsilon_table.py docs/results/data/fashion_mnist_epsilon3.results.json.gz
+    python scripts/epsilon_table.py docs/results/data/fashion_mnist_epsilon_full.results.json.gz
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ def rows(run: dict) -> dict[str, dict]:
 
 def main() -> None:
   ap = argparse.ArgumentParser()
-  ap.add_argument("results")
+  ap.add_argument("results", nargs="+", help="results.json (.gz) files; their runs in order")
   ap.add_argument("--reference", default="tmu_plus")
   args = ap.parse_args()
-  results = read_results(args.results)
+  runs = [run for path in args.results for run in read_results(path)["runs"]]
   pooled: dict[str, list[np.ndarray]] = {}
-  for run in results["runs"]:
+  for run in runs:
     s = run["epsilon_settings"]
     settings = eps_lib.EpsilonSettings(grid_per_unit=s["grid_per_unit"], delta=s["delta"],
                                        bin_width=s["bin_width"], max_epsilon=s["max_epsilon"],
@@ -66,9 +69,8 @@ def main() -> None:
             f"{agree.get('mean', float('nan')):.1f} ({'–' if floors is None else f'{floors:.1f}'})"
             f" | {'–' if rte is None else f'{rte:.3f}'} | {paired} | {pval} |")
     print()
-  if len(results["runs"]) > 1:
-    print_pooled(pooled, [f"c{r['forget_class']}/s{r['seed']}" for r in results["runs"]],
-                 args.reference)
+  if len(runs) > 1:
+    print_pooled(pooled, [f"c{r['forget_class']}/s{r['seed']}" for r in runs], args.reference)
 
 
 def paired_cells(d: np.ndarray) -> tuple[str, str]:
