@@ -11,7 +11,9 @@ every run has. Usage::
 
     python scripts/epsilon_table.py docs/results/data/fashion_mnist_epsilon.results.json.gz
     python scripts/epsilon_table.py docs/results/data/fashion_mnist_epsilon3.results.json.gz
-    python scripts/epsilon_table.py docs/results/data/fashion_mnist_epsilon_full.results.json.gz
+    python scripts/epsilon_table.py \
+        docs/results/data/fashion_mnist_epsilon_full_c6.results.json.gz \
+        docs/results/data/fashion_mnist_epsilon_full_c4.results.json.gz
 """
 
 from __future__ import annotations

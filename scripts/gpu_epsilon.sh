@@ -33,7 +33,7 @@ main() {
   echo "== scripts/gpu_epsilon.sh at $(date -u +%FT%TZ) on $(hostname), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   install_wheels
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
-  "$PY" -c 'import jax; print("jax", jax.__version__, "backend", jax.default_backend(), jax.devices())'
+  "$PY" -c 'import jax; print("jax", jax.__version__, jax.default_backend(), jax.devices())'
   echo "== launch.py :epsilon_full (timeout ${BUDGET_S} s), data from $DATA, workdir $WORKDIR"
   timeout -k 10 "$BUDGET_S" "$PY" launch.py --config=configs/fashion_mnist.py:epsilon_full \
       --workdir="$WORKDIR" --config.data.dir="$DATA" "$@"

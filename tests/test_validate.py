@@ -544,14 +544,12 @@ def test_launch_py_exits_2_with_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "w" / "cache")
 
 
-@pytest.mark.parametrize("arg", [None, "smoke", "sweep", "sweep_full", "sizes", "epsilon",
-                                 "epsilon3", "epsilon_full", "epsilon_cost", "cost", "study",
-                                 "study_cnn",
-                                 "study_full", "scrub_bn", "cnn_unlearn_dev", "study_cnn_tuned",
-                                 "baseline_dev", "baseline_report", "unlearn_dev",
-                                 "unlearn_report", "clf_dev", "clf_dev2", "clf_report",
-                                 "mech_dev", "mech_report", "norm_dev", "kf_dev", "kf_report",
-                                 "random10"])
+@pytest.mark.parametrize("arg", [
+    None, "smoke", "sweep", "sweep_full", "sizes", "epsilon", "epsilon3", "epsilon_full",
+    "epsilon_cost", "cost", "study", "study_cnn", "study_full", "scrub_bn", "cnn_unlearn_dev",
+    "study_cnn_tuned", "baseline_dev", "baseline_report", "unlearn_dev", "unlearn_report",
+    "clf_dev", "clf_dev2", "clf_report", "mech_dev", "mech_report", "norm_dev", "kf_dev",
+    "kf_report", "random10"])
 def test_every_named_fashion_mnist_config_validates(arg):
   """Each documented configs/fashion_mnist.py argument passes the checks run before any work."""
   from configs import fashion_mnist
