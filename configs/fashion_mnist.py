@@ -82,9 +82,9 @@ def get_config(arg: str | None = None):
   elif arg == "epsilon_full":
     # Issue 11's ε on the full recipe (all 60 000 images, 50 epochs: ``study_full``'s problems),
     # ``epsilon3``'s classes 6, 4, 2 at seed 0 with its N = 32 and 64 gold models, every row of
-    # ``epsilon3``. On the 2-core CPU a class with five rows took 83 min (two classes side by
-    # side, 68 min of it the gold ensemble; docs/results/fashion_mnist_epsilon.md), so all three
-    # classes and rows are a GPU job (scripts/gpu_epsilon.sh).
+    # ``epsilon3``. On the 2-core CPU a class with five rows took 52 min alone (43 of them the
+    # gold ensemble; docs/results/fashion_mnist_epsilon.md), so all three classes with every row
+    # are a GPU job (scripts/gpu_epsilon.sh).
     c = get_config()
     c.experiment.epsilon = 32
     c.experiment.gold_models = 64

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 11's ε on the full recipe (configs/fashion_mnist.py:epsilon_full: all 60 000 images,
 # 50 epochs, N = 32, 64 gold models, classes 6, 4, 2, every row) in one call on a GPU machine.
-# On the 2-core CPU a class with five rows took 83 min (two classes side by side; docs/results/
+# On the 2-core CPU a class with five rows took 52 min alone (docs/results/
 # fashion_mnist_epsilon.md), so the three classes with every row are a GPU job.
 #
 # Here, once: the device machine reaches no registry and has neither ml_collections nor
